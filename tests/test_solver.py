@@ -1,0 +1,134 @@
+"""The AND-OR split solver against scipy's HiGHS on the explicit LP, planted games and properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapiq import ExactComputer
+
+from auditor.interactions import Interactions
+from auditor.solver import extract_batch, extract_interactions
+from auditor.transforms import and_transform
+
+from lp_oracle import dense_lp_optimum
+
+
+def planted_game(n: int, noise: float, seed: int) -> np.ndarray:
+    """v = 3[x0 and x1] + 2[x2 or x3] - 1.5[x4 and x5 and x6] + 0.5[x7] + N(0, noise^2)."""
+    index = np.arange(1 << n)
+    bit = lambda i: (index >> i) & 1  # noqa: E731
+    clean = 3.0 * (bit(0) & bit(1)) + 2.0 * (bit(2) | bit(3)) - 1.5 * (bit(4) & bit(5) & bit(6)) + 0.5 * bit(7)
+    return clean + np.random.default_rng(seed).normal(0.0, noise, 1 << n)
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, 7])
+@pytest.mark.parametrize("mode", ["and-or", "and"])
+def test_random_games_reach_the_lp_optimum(n: int, mode: str) -> None:
+    values = np.random.default_rng(n).normal(size=1 << n)
+    result = extract_interactions(values, mode=mode)
+    optimum = dense_lp_optimum(values, 0.04, mode)
+    assert result.objective == pytest.approx(optimum, rel=1e-6)
+    assert result.dual_bound <= optimum * (1 + 1e-9) + 1e-12
+    assert result.gap <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("n", "qthres"),
+    # qthres = 0 forces the noise to be fitted exactly (a dense optimum, the solver's worst case):
+    # checked at n = 8 only, to keep the suite fast; the sparse cases go up to n = 10
+    [(8, 0.0), (8, 0.04), (8, 0.1), (9, 0.04), (9, 0.1), (10, 0.04)],
+)
+def test_planted_games_reach_the_lp_optimum(n: int, qthres: float) -> None:
+    values = planted_game(n, noise=0.02, seed=n)
+    result = extract_interactions(values, qthres=qthres)
+    assert result.objective == pytest.approx(dense_lp_optimum(values, qthres), rel=1e-6)
+    assert result.gap <= 1e-6
+
+
+def test_planted_game_recovers_exactly_the_planted_terms() -> None:
+    result = extract_interactions(planted_game(8, noise=0.02, seed=7))
+    found = {(term.kind, term.players, term.sign) for term in result.salient(0.05)}
+    assert found == {("and", (0, 1), 1), ("or", (2, 3), 1), ("and", (4, 5, 6), -1), ("and", (7,), 1)}
+
+
+def test_and_only_without_slack_is_the_harsanyi_dividend() -> None:
+    values = np.random.default_rng(3).normal(size=64)
+    result = extract_interactions(values, qthres=0.0, mode="and")
+    expected = and_transform(torch.tensor(values - values[0])).numpy()
+    np.testing.assert_allclose(result.and_terms, expected, atol=1e-9)
+    assert not result.or_terms.any()
+
+
+def test_shapley_values_match_shapiq() -> None:
+    n = 6
+    values = np.random.default_rng(5).normal(size=1 << n)
+    result = extract_interactions(values, qthres=0.0, mode="and")
+
+    def game(coalitions: np.ndarray) -> np.ndarray:
+        return values[(coalitions.astype(np.int64) * (1 << np.arange(n))).sum(axis=1)]
+
+    exact = ExactComputer(game, n_players=n)("SV", order=1)
+    expected = [exact.values[exact.interaction_lookup[(i,)]] for i in range(n)]
+    np.testing.assert_allclose(result.shapley(), expected, atol=1e-9)
+
+
+def test_shapley_of_and_or_terms_is_efficient() -> None:
+    """Shapley values of v + q sum to (v + q)(N) whatever mixture of AND and OR terms."""
+    result = extract_interactions(planted_game(8, 0.05, seed=2))
+    assert result.shapley().sum() == pytest.approx(result.values[-1] + result.q[-1], abs=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=6),
+    qthres=st.floats(min_value=0.0, max_value=0.3),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    mode=st.sampled_from(["and-or", "and"]),
+)
+def test_universal_matching_and_q_bound_hold_for_any_game(n, qthres, seed, scale, mode) -> None:
+    values = np.random.default_rng(seed).normal(size=1 << n) * scale + 5.0
+    result = extract_interactions(values, qthres=qthres, mode=mode)
+    assert result.values[0] == 0.0 and result.q[0] == 0.0
+    np.testing.assert_allclose(result.reconstruct(), result.values + result.q, atol=1e-9 * scale)
+    assert np.abs(result.q).max() <= result.tau * (1 + 1e-7) + 1e-12 * scale
+    assert result.tau == pytest.approx(qthres * abs(result.values[-1]))
+    assert result.gap <= 1e-6
+    assert result.or_terms[[1 << i for i in range(n)]].tolist() == [0.0] * n, "order-1 OR is merged into AND"
+
+
+def test_batch_equals_one_at_a_time() -> None:
+    games = np.stack([planted_game(7, 0.05, seed) for seed in range(4)])
+    batch = extract_batch(games)
+    for game, result in zip(games, batch):
+        single = extract_interactions(game)
+        assert result.objective == pytest.approx(single.objective, rel=1e-9)
+
+
+def test_result_survives_a_json_round_trip() -> None:
+    result = extract_interactions(planted_game(6, 0.05, 1), names=[f"w{i}" for i in range(6)])
+    again = Interactions.from_json(result.to_json())
+    assert again.names == result.names and again.gap == result.gap
+    np.testing.assert_array_equal(again.and_terms, result.and_terms)
+    assert again.salient() == result.salient()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([1.0, 2.0, 3.0], "2\\^n"),
+        ([0.0, float("nan")], "NaN"),
+        ([0.0, float("inf")], "NaN or inf"),
+    ],
+)
+def test_bad_games_are_rejected_with_a_clear_message(values, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        extract_interactions(np.asarray(values))
+
+
+def test_names_must_match_players() -> None:
+    with pytest.raises(ValueError, match="names"):
+        extract_interactions(np.zeros(8), names=["a", "b"])
