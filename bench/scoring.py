@@ -1,0 +1,318 @@
+"""Benchmark of the causal-LM game: one mask at a time vs batched vs shared prefix vs trie.
+
+Scores all 2^n masks of one request (n players spread evenly over a random prompt, a fixed random
+answer) with every strategy of :func:`auditor.lm.score_masks` on a random-init model, and prints
+wall time, tokens computed, forward calls and ratios (``--json``: one JSON object, keys in
+bench/README.md).
+
+Why some rows are extrapolated: on a shared 2-core CPU, one-mask-at-a-time and plain batching of a
+20M-parameter model take minutes each. Their forward calls all have the same shape, so the script
+times the first ``--sample-calls`` calls of those strategies (through the library's progress
+callback), stops, and extrapolates linearly over the planned number of calls; the row says so.
+``--full`` runs everything to the end. The trie and auto strategies (the product) always run fully,
+and their values are checked against a naive full-logits forward on a sample of masks.
+
+Examples::
+
+    python bench/scoring.py                      # CPU, ~20M Llama, n = 10, 128 + 16 tokens
+    python bench/scoring.py --quick --json       # n = 8, fewer sampled calls
+    python bench/scoring.py --device cuda --dtype bf16 --preset qwen2-7b --full   # GPU session
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from auditor.lm import CALL_OVERHEAD_TOKENS, choose_chunk_size, plan_levels, score_masks  # noqa: E402
+from auditor.players import PlayerSpec  # noqa: E402
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ~19.5M parameters: 17.4M in the decoder, 2.1M in the (untied) embeddings and head
+    "llama-20m": dict(arch="llama", vocab_size=2048, hidden_size=512, intermediate_size=1376,
+                      num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4),
+    # Qwen2-7B shapes (7.6B parameters), random init
+    "qwen2-7b": dict(arch="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                     num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                     rope_theta=1_000_000.0),
+    # a smoke-test size (tests run the script with it)
+    "tiny": dict(arch="llama", vocab_size=512, hidden_size=64, intermediate_size=128,
+                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+}
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense bf16/fp16
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to end a sampled run."""
+
+
+@dataclass
+class Row:
+    name: str
+    strategy: str
+    seconds: float
+    tokens: int
+    calls: int
+    extrapolated: bool
+    sampled_calls: int
+    chunk_size: int
+    max_abs_diff: float | None = None
+
+
+def build_model(preset: dict[str, Any], device: str, dtype: torch.dtype, seed: int) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    cfg = dict(preset)
+    arch = cfg.pop("arch")
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    config = config_cls(max_position_embeddings=4096, pad_token_id=0, bos_token_id=2, eos_token_id=2,
+                        tie_word_embeddings=False, **cfg)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def build_tokenizer(vocab_size: int) -> Any:
+    """A word-level fast tokenizer over "w0".."wV": one word = one token, so the prompt length and
+    player positions are exact."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "</s>": 2}
+    vocab.update({f"w{i}": i for i in range(3, vocab_size)})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
+
+
+def make_request(vocab_size: int, prompt_tokens: int, answer_tokens: int, n: int, seed: int):
+    """Prompt of random words, players at the midpoints of n equal slices, random answer ids."""
+    g = torch.Generator().manual_seed(seed)
+    words = [f"w{int(i)}" for i in torch.randint(3, vocab_size, (prompt_tokens,), generator=g)]
+    prompt = " ".join(words)
+    starts = [int((i + 0.5) * prompt_tokens / n) for i in range(n)]
+    char_at = [0]
+    for w in words[:-1]:
+        char_at.append(char_at[-1] + len(w) + 1)
+    specs = [PlayerSpec(start=char_at[s], end=char_at[s] + len(words[s])) for s in starts]
+    answer = torch.randint(3, vocab_size, (answer_tokens,), generator=g).tolist()
+    return prompt, specs, answer, starts
+
+
+def naive_values(model, tokenizer, prompt, answer, starts, masks, baseline) -> list[float]:
+    """The reference approach: one plain forward per mask, full-vocabulary logits."""
+    ids = tokenizer(prompt)["input_ids"] + answer[:-1]
+    emb = model.get_input_embeddings()
+    out = []
+    with torch.inference_mode():
+        base = emb(torch.tensor(ids, device=emb.weight.device))
+        for mask in masks:
+            x = base.clone()
+            for i, s in enumerate(starts):
+                if not (mask >> i) & 1:
+                    x[s] = baseline
+            logits = model(inputs_embeds=x[None]).logits[0].float()
+            pos = torch.arange(len(ids) - len(answer), len(ids))
+            z = logits[pos]
+            y = torch.tensor(answer, device=z.device)
+            zy = z.gather(-1, y[:, None]).squeeze(-1)
+            z = z.scatter(-1, y[:, None], float("-inf"))
+            out.append(float((zy - torch.logsumexp(z, -1)).sum()))
+    return out
+
+
+def decoder_flops(model, plan, seq_len: int, n_answer: int) -> float:
+    """Model FLOPs of one game: 2 x decoder matmul parameters per token, attention scores and
+    values (4 x layers x heads x head_dim x context per token), and the head at the answer positions."""
+    cfg = model.config
+    hidden, layers, heads = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or hidden // heads
+    emb = model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings().weight.numel()
+    matmul = sum(p.numel() for p in model.parameters()) - emb - head
+    flops = 0.0
+
+    def segment(rows: int, a: int, b: int) -> float:
+        ctx = (b * (b + 1) - a * (a + 1)) / 2  # sum of (t + 1) for t in [a, b)
+        return rows * (2 * matmul * (b - a) + 4 * layers * heads * head_dim * ctx)
+
+    if plan.prefix_len:
+        flops += segment(1, 0, plan.prefix_len)
+    done = 0
+    for group, (a, b) in zip(plan.groups, plan.bounds):
+        done += len(group)
+        flops += segment(2**done, a, b)
+    return flops + 2 * head * n_answer * 2**done
+
+
+def run_strategy(model, tok, prompt, specs, answer, strategy, chunk, sample_calls: int | None) -> tuple[Row, Any]:
+    stamps: list[float] = []
+
+    def progress(done: int, total: int) -> None:
+        stamps.append(time.perf_counter())
+        if sample_calls is not None and len(stamps) >= sample_calls:
+            raise _Stop
+
+    sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    try:
+        game = score_masks(model, tok, prompt=prompt, players=specs, answer=answer, strategy=strategy,
+                           chunk_size=chunk, max_answer_tokens=len(answer), progress=progress)
+    except _Stop:
+        game = None
+    sync()
+    elapsed = time.perf_counter() - t0
+    return Row(strategy, strategy, elapsed, 0, len(stamps), game is None, len(stamps), chunk), (game, stamps, t0)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="llama-20m", choices=sorted(PRESETS))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    p.add_argument("--n", type=int, default=10, help="players (default 10)")
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--answer-tokens", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="rows per forward call, same for every strategy (default: 64 on CPU, from memory on GPU)")
+    p.add_argument("--sample-calls", type=int, default=4, help="calls timed for extrapolated rows")
+    p.add_argument("--full", action="store_true", help="run every strategy to the end (no extrapolation)")
+    p.add_argument("--quick", action="store_true", help="n = 8 and 4 sampled calls")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--repeat", type=int, default=1, help="timed repeats of the full runs (median reported)")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by GPU name)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.sample_calls = min(args.n, 8), min(args.sample_calls, 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
+    preset = PRESETS[args.preset]
+    model = build_model(preset, args.device, dtype, args.seed)
+    tok = build_tokenizer(preset["vocab_size"])
+    prompt, specs, answer, starts = make_request(preset["vocab_size"], args.prompt_tokens, args.answer_tokens,
+                                                 args.n, args.seed)
+    seq_len = args.prompt_tokens + args.answer_tokens - 1
+    if args.chunk_size is None and args.device.startswith("cuda"):
+        chunk = choose_chunk_size(model, seq_len, args.answer_tokens, preset["vocab_size"], 2**args.n, None)
+    else:
+        chunk = min(args.chunk_size or 64, 2**args.n)
+    chunk = 2 ** (chunk.bit_length() - 1)
+    overhead = CALL_OVERHEAD_TOKENS["cuda" if args.device.startswith("cuda") else "cpu"]
+    params = sum(q.numel() for q in model.parameters())
+
+    # warm-up (allocator, kernels, CUDA context): one small game
+    score_masks(model, tok, prompt=prompt, players=specs[:2], answer=answer, chunk_size=4)
+
+    rows: list[Row] = []
+    games: dict[str, Any] = {}
+    for strategy in ("single", "batched", "prefix", "trie", "auto"):
+        plan = plan_levels(starts, seq_len, 1 if strategy == "single" else chunk, strategy, overhead)
+        sampled = strategy in ("single", "batched", "prefix") and not args.full
+        sample = args.sample_calls + (1 if plan.prefix_len else 0) if sampled else None
+        if sample is not None and sample >= plan.calls:
+            sample = None
+        times = []
+        for _ in range(1 if sample is not None else max(1, args.repeat)):
+            row, (game, stamps, t0) = run_strategy(model, tok, prompt, specs, answer, strategy,
+                                                   1 if strategy == "single" else chunk, sample)
+            if game is None:
+                # calls after the first (warm) one have one shape: extrapolate over the planned calls
+                gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])] or [stamps[-1] - t0]
+                row.seconds = (stamps[-1] - t0) + statistics.median(gaps) * (plan.calls - len(stamps))
+            else:
+                games[strategy] = game
+                row.max_abs_diff = None
+            times.append(row.seconds)
+        row.seconds = statistics.median(times)
+        row.tokens, row.calls = plan.tokens, plan.calls
+        rows.append(row)
+
+    # correctness: the full runs agree with each other and with naive forwards on sampled masks
+    with torch.inference_mode():
+        baseline = model.get_input_embeddings()(torch.tensor([tok.pad_token_id], device=args.device))[0]
+    check_masks = sorted({0, 2**args.n - 1, *torch.randint(0, 2**args.n, (6,), generator=torch.Generator().manual_seed(1)).tolist()})
+    naive = naive_values(model, tok, prompt, answer, starts, check_masks, baseline)
+    for row in rows:
+        game = games.get(row.strategy)
+        if game is not None:
+            raw = game.values + game.raw_empty
+            row.max_abs_diff = max(abs(float(raw[m]) - v) for m, v in zip(check_masks, naive))
+
+    base = {r.strategy: r for r in rows}
+    single, batched = base["single"], base["batched"]
+    best = min((base["trie"], base["auto"]), key=lambda r: r.seconds)
+    plan_best = plan_levels(starts, seq_len, chunk, best.strategy, overhead)
+    flops = decoder_flops(model, plan_best, seq_len, args.answer_tokens)
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    peak = args.peak_tflops
+    if peak is None and args.device.startswith("cuda"):
+        peak = next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+    result = {
+        "preset": args.preset,
+        "params": params,
+        "device": args.device,
+        "device_name": device_name,
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "n_players": args.n,
+        "prompt_tokens": args.prompt_tokens,
+        "answer_tokens": args.answer_tokens,
+        "player_token_starts": starts,
+        "chunk_size": chunk,
+        "rows": [r.__dict__ for r in rows],
+        "speedup_vs_single": {r.strategy: single.seconds / r.seconds for r in rows},
+        "tokens_ratio_vs_batched": {r.strategy: batched.tokens / r.tokens for r in rows},
+        "best_strategy": best.strategy,
+        "seconds_per_audit": best.seconds,
+        "model_tflop_per_audit": flops / 1e12,
+        "achieved_tflops": flops / best.seconds / 1e12,
+        "peak_tflops": peak,
+        "mfu": (flops / best.seconds / 1e12 / peak) if peak else None,
+        "checked_masks": check_masks,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_table(result)
+    return result
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"{result['preset']} ({result['params'] / 1e6:.1f}M params) on {result['device']} "
+          f"[{result['device_name']}], {result['dtype']}, {result['threads']} threads; n = {result['n_players']}, "
+          f"{result['prompt_tokens']} prompt + {result['answer_tokens']} answer tokens, chunk {result['chunk_size']}")
+    head = f"{'strategy':<9}{'seconds':>10}{'tokens':>10}{'calls':>7}{'speedup':>9}{'tok ratio':>11}{'max|dv|':>10}  note"
+    print(head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        s = r["strategy"]
+        diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        note = f"extrapolated from {r['sampled_calls']} calls" if r["extrapolated"] else "full run"
+        print(f"{s:<9}{r['seconds']:>10.2f}{r['tokens']:>10}{r['calls']:>7}"
+              f"{result['speedup_vs_single'][s]:>8.1f}x{result['tokens_ratio_vs_batched'][s]:>10.2f}x{diff:>10}  {note}")
+    mfu = result["mfu"]
+    print(f"best: {result['best_strategy']}, {result['seconds_per_audit']:.2f} s per audit, "
+          f"{result['model_tflop_per_audit']:.3f} TFLOP, {result['achieved_tflops']:.2f} TFLOP/s"
+          + (f", MFU {mfu:.1%} of {result['peak_tflops']:.0f} TFLOP/s" if mfu is not None else ""))
+
+
+if __name__ == "__main__":
+    main()
