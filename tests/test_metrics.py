@@ -1,0 +1,100 @@
+"""Metrics on constructed interactions whose right answers are known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from auditor.interactions import Interactions
+from auditor.metrics import (
+    compute_metrics,
+    decay_template,
+    fit_overfitting,
+    overfitting_over_window,
+    spindle_template,
+    strength_by_order,
+)
+from auditor.solver import extract_interactions
+
+
+def build(n: int, and_terms: dict[int, float], or_terms: dict[int, float] | None = None) -> Interactions:
+    """An Interactions whose game is exactly the given terms (q = 0)."""
+    a, b = np.zeros(1 << n), np.zeros(1 << n)
+    for mask, value in and_terms.items():
+        a[mask] = value
+    for mask, value in (or_terms or {}).items():
+        b[mask] = value
+    shell = Interactions(n=n, values=np.zeros(1 << n), and_terms=a, or_terms=b, q=np.zeros(1 << n), tau=0.0,
+                         qthres=0.0, mode="and-or", objective=float(np.abs(a).sum() + np.abs(b).sum()),
+                         dual_bound=0.0, gap=0.0, iterations=0)
+    shell.values = shell.reconstruct()
+    return shell
+
+
+def test_sparsity_order_profile_and_cancellation_by_hand() -> None:
+    # v(N) = 4 - 1 + 2 = 5; salient cut 0.05 * 4 = 0.2 drops the 0.1 term
+    result = build(3, {0b001: 4.0, 0b011: -1.0, 0b110: 0.1}, {0b101: 2.0})
+    metrics = compute_metrics(result)
+    assert metrics.sparsity == 3
+    assert metrics.normaliser == pytest.approx(5.1)
+    assert metrics.order_profile.positive == pytest.approx([4.0 / 5.1, 2.0 / 5.1, 0.0])
+    assert metrics.order_profile.negative == pytest.approx([0.0, 1.0 / 5.1, 0.0])
+    assert metrics.cancellation == pytest.approx(2 * 1.0 / 7.0)
+    # regions: player 0 has +4, -1, +2 -> 1/6 >= 0.1; player 1: -1 only -> 0; player 2: +2 -> 0
+    assert metrics.regional_cancellation == pytest.approx(1 / 3)
+
+
+def test_misattribution_counts_terms_touching_unreliable_players() -> None:
+    result = build(3, {0b001: 3.0, 0b110: 1.0, 0b100: 1.0})
+    metrics = compute_metrics(result, ["relevant", "unlabelled", "irrelevant"])
+    assert metrics.misattribution == pytest.approx(2.0 / 5.0)
+    assert compute_metrics(result, ["relevant", "forbidden", "unlabelled"]).misattribution == pytest.approx(1 / 5)
+    assert compute_metrics(result, ["relevant"] * 3).misattribution is None
+    assert compute_metrics(result).misattribution is None
+    with pytest.raises(ValueError, match="labels"):
+        compute_metrics(result, ["relevant"])
+
+
+def test_overfitting_fit_recovers_known_mixtures() -> None:
+    n = 10
+    assert fit_overfitting(decay_template(n)).score == pytest.approx(0.0, abs=1e-9)
+    assert fit_overfitting(spindle_template(n)).score == pytest.approx(1.0, abs=1e-9)
+    mixed = 0.3 * spindle_template(n) + 0.7 * decay_template(n)
+    assert fit_overfitting(mixed * 42.0).score == pytest.approx(0.3, abs=1e-9)
+
+
+def test_noise_games_look_spindle_shaped_and_planted_low_order_games_do_not() -> None:
+    n = 8
+    index = np.arange(1 << n)
+    bit = lambda i: (index >> i) & 1  # noqa: E731
+    rng = np.random.default_rng(0)
+    low_order = 3.0 * bit(0) + 2.0 * (bit(1) & bit(2)) + 1.0 * bit(3) + rng.normal(0, 0.01, 1 << n)
+    noise = rng.normal(size=1 << n)
+    low = compute_metrics(extract_interactions(low_order)).overfitting
+    high = compute_metrics(extract_interactions(noise)).overfitting
+    assert low < 0.2 < 0.6 < high
+
+
+def test_strength_by_order_sums_all_terms() -> None:
+    result = build(4, {0b0001: 1.0, 0b0011: -2.0}, {0b1100: 0.5, 0b1110: 0.25})
+    assert strength_by_order(result).tolist() == [1.0, 2.5, 0.25, 0.0]
+
+
+def test_window_fit_averages_normalised_profiles() -> None:
+    n = 6
+    # every subset equally strong: strength per order is C(n, m), the spindle template exactly
+    spindle_game = build(n, {mask: 1.0 for mask in range(1, 1 << n)})
+    # one set per order carrying the decay template's mass
+    decay_game = build(n, {(1 << m) - 1: float(w) for m, w in enumerate(decay_template(n), start=1)})
+    assert fit_overfitting(strength_by_order(spindle_game)).score == pytest.approx(1.0)
+    assert fit_overfitting(strength_by_order(decay_game)).score == pytest.approx(0.0, abs=1e-9)
+    assert overfitting_over_window([spindle_game, decay_game]).score == pytest.approx(0.5)
+    assert overfitting_over_window([]).score == 0.0
+
+
+def test_faithfulness_of_an_exact_sparse_game() -> None:
+    result = extract_interactions(build(5, {0b00011: 2.0, 0b00100: 1.0}).values)
+    faith = compute_metrics(result).faithfulness
+    assert faith.max_q_ratio <= 0.04 + 1e-12
+    assert faith.salient_reconstruction_error <= 0.04
+    assert faith.certified_gap <= 1e-6
