@@ -1,0 +1,146 @@
+"""Proving the metrics where the truth is known: the testbed's planted flaws versus what we measure.
+
+Two claims are checked, each against ground truth the generator and the trainer know:
+- misattribution separates the shortcut model from the clean one on prompts where the planted cue
+  and the truth disagree (per-prompt AUC), with players labelled from the generator's ground truth;
+- the overfitting score ranks the overfit family by its measured generalization gap (Spearman).
+Each model is audited as production would audit it: on the answer it actually gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import mannwhitneyu, spearmanr
+
+from auditor.audit import audit_prompt
+from auditor.metrics import compute_metrics, overfitting_over_window
+from auditor.testbed import models as testbed
+
+MISATTRIBUTION_AUC_TARGET = 0.95
+OVERFITTING_SPEARMAN_TARGET = 0.9
+
+
+@dataclass
+class ModelReport:
+    name: str
+    heldout_accuracy: float
+    train_accuracy: float
+    generalization_gap: float  # held-out loss minus train loss (nats)
+    misattribution: list[float] = field(default_factory=list)
+    overfitting: list[float] = field(default_factory=list)
+    sparsity: list[int] = field(default_factory=list)
+    cancellation: list[float] = field(default_factory=list)
+    window_overfitting: float = 0.0
+
+    def row(self) -> dict[str, float | str]:
+        mean = lambda values: float(np.mean(values)) if values else float("nan")  # noqa: E731
+        return {
+            "model": self.name,
+            "heldout_accuracy": self.heldout_accuracy,
+            "train_accuracy": self.train_accuracy,
+            "generalization_gap": self.generalization_gap,
+            "misattribution": mean(self.misattribution),
+            "overfitting": self.window_overfitting,
+            "overfitting_mean_per_request": mean(self.overfitting),
+            "sparsity": mean(self.sparsity),
+            "cancellation": mean(self.cancellation),
+        }
+
+
+@dataclass
+class ValidationReport:
+    models: list[ModelReport]
+    misattribution_auc: float
+    overfitting_spearman: float
+
+    @property
+    def misattribution_ok(self) -> bool:
+        return self.misattribution_auc >= MISATTRIBUTION_AUC_TARGET
+
+    @property
+    def overfitting_ok(self) -> bool:
+        return self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET
+
+    def to_dict(self) -> dict:
+        return {
+            "models": [model.row() for model in self.models],
+            "misattribution_auc": self.misattribution_auc,
+            "misattribution_auc_target": MISATTRIBUTION_AUC_TARGET,
+            "overfitting_spearman": self.overfitting_spearman,
+            "overfitting_spearman_target": OVERFITTING_SPEARMAN_TARGET,
+            "accepted": self.misattribution_ok and self.overfitting_ok,
+        }
+
+
+def audit_model(
+    name: str,
+    prompts_count: int,
+    *,
+    root: str | Path | None = None,
+    seed: int = 0,
+    template_set: str = "standard",
+    qthres: float = 0.04,
+    on_prompt: Callable[[str, int], None] | None = None,
+) -> ModelReport:
+    """Audit one testbed model on conflict prompts from its own world, on its own answers."""
+    model, tokenizer, info = testbed.load(name, root, seed=seed, template_set=template_set)
+    measured = info["metrics"]
+    report = ModelReport(
+        name=name,
+        heldout_accuracy=float(measured["heldout"]["accuracy"]),
+        train_accuracy=float(measured["train"]["accuracy"]),
+        generalization_gap=float(measured["heldout"]["loss"] - measured["train"]["loss"]),
+    )
+    results = []
+    for index, prompt in enumerate(testbed.audit_prompts_for(info, prompts_count, conflict=True)):
+        audit = audit_prompt(
+            model,
+            tokenizer,
+            prompt=prompt.prompt,
+            players=prompt.player_specs(),
+            max_answer_tokens=1,
+            qthres=qthres,
+        )
+        labels = [player.label for player in audit.game.players]
+        metrics = compute_metrics(audit.interactions, labels)
+        results.append(audit.interactions)
+        if metrics.misattribution is not None:
+            report.misattribution.append(metrics.misattribution)
+        report.overfitting.append(metrics.overfitting)
+        report.sparsity.append(metrics.sparsity)
+        report.cancellation.append(metrics.cancellation)
+        if on_prompt:
+            on_prompt(name, index)
+    report.window_overfitting = overfitting_over_window(results).score
+    return report
+
+
+def per_prompt_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U / n1 n2)."""
+    if not positives or not negatives:
+        return float("nan")
+    statistic = mannwhitneyu(positives, negatives, alternative="greater").statistic
+    return float(statistic / (len(positives) * len(negatives)))
+
+
+def validate(
+    prompts_count: int = 20,
+    *,
+    root: str | Path | None = None,
+    seed: int = 0,
+    template_set: str = "standard",
+    on_prompt: Callable[[str, int], None] | None = None,
+) -> ValidationReport:
+    names = [testbed.CLEAN, testbed.SHORTCUT, *testbed.OVERFIT_FAMILY]
+    reports = {
+        name: audit_model(name, prompts_count, root=root, seed=seed, template_set=template_set, on_prompt=on_prompt)
+        for name in names
+    }
+    auc = per_prompt_auc(reports[testbed.SHORTCUT].misattribution, reports[testbed.CLEAN].misattribution)
+    family = [reports[name] for name in testbed.OVERFIT_FAMILY]
+    rho = spearmanr([m.window_overfitting for m in family], [m.generalization_gap for m in family]).statistic
+    return ValidationReport(models=list(reports.values()), misattribution_auc=auc, overfitting_spearman=float(rho))
