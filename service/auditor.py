@@ -1,0 +1,261 @@
+"""The Auditor BentoML service: audits run here, in their own process, never in the LLM's.
+
+The LLM service depends on it with ``bentoml.depends(Auditor)``: under ``bentoml serve`` it is a
+separate worker process (reached over a Unix socket), in production a separate deployment with its
+own device and replicas. It owns a bounded queue and a worker thread (:class:`AuditWorker`), its
+own transformers copy of the served model (on ``AUDITOR_AUDITOR_DEVICE``, default the LLM's
+device), the audit record store and the audit telemetry.
+
+Endpoints:
+
+- ``POST /submit`` (BentoML API, used by the LLM service): queue an :class:`AuditJob`; returns at
+  once, accepted or dropped (a full queue is counted as a drop).
+- ``POST /audit``: audit one prompt now (synchronous; for compliance staff); returns the record.
+- ``GET /audits/{audit_id}``, ``GET /audits?since=&until=&flagged=&model=&limit=&cursor=``: records.
+- ``GET /auditor/status``: queue, worker and store state.
+- BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready once the worker runs) and ``/metrics``.
+
+The record endpoints (``/audit``, ``/audits``, ``/auditor/status``) require
+``Authorization: Bearer <AUDITOR_AUTH_TOKEN>`` when a token is configured. The LLM service forwards
+them, so they are reachable on the product's single port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+import bentoml
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from auditor.worker import AuditJob
+from service.common import check_bearer, json_error, read_json, service_settings
+from service.schemas import AuditRequest, SubmitResponse, validation_message, error_field
+
+logger = logging.getLogger("interaction_auditor.auditor")
+
+SETTINGS = service_settings()
+_INSTANCE: Auditor | None = None  # the Auditor of this process (set in __init__)
+
+
+def _instance() -> Auditor:
+    if _INSTANCE is None:
+        raise RuntimeError("the auditor is not initialised yet")
+    return _INSTANCE
+
+
+def _own_process() -> bool:
+    """False when an LLM service lives in this process (``bentoml serve --development`` runs every
+    service in one process): process-wide settings such as niceness must not slow the LLM then."""
+    import sys
+
+    llm = sys.modules.get("service.llm")
+    return getattr(llm, "_INSTANCE", None) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Record endpoints (a Starlette app mounted on the service)
+# ------------------------------------------------------------------------------------------------
+def _parse_time(name: str, value: str | None) -> datetime | float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name}: expected an ISO-8601 time or unix seconds, got {value!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _parse_bool(name: str, value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    v = value.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: expected true or false, got {value!r}")
+
+
+async def list_audits(request: Request) -> Response:
+    auditor = _instance()
+    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
+        return denied
+    q = request.query_params
+    unknown = sorted(set(q) - {"since", "until", "flagged", "model", "limit", "cursor"})
+    if unknown:
+        return json_error(400, unknown[0], "unknown query parameter (use since, until, flagged, model, limit, cursor)")
+    try:
+        since = _parse_time("since", q.get("since"))
+        until = _parse_time("until", q.get("until"))
+        flagged = _parse_bool("flagged", q.get("flagged"))
+        try:
+            limit = int(q.get("limit", "50"))
+        except ValueError:
+            raise ValueError(f"limit: expected an integer, got {q.get('limit')!r}") from None
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit: must be in 1..1000, got {limit}")
+    except ValueError as e:
+        field, _, message = str(e).partition(": ")
+        return json_error(400, field, message)
+    try:
+        records, cursor = await anyio.to_thread.run_sync(
+            lambda: auditor.store.query(since=since, until=until, flagged=flagged, model=q.get("model") or None,
+                                        limit=limit, cursor=q.get("cursor") or None)
+        )
+    except ValueError as e:
+        return json_error(400, "cursor", str(e))
+    return JSONResponse({"audits": [r.model_dump(mode="json") for r in records], "next_cursor": cursor})
+
+
+async def get_audit(request: Request) -> Response:
+    auditor = _instance()
+    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
+        return denied
+    audit_id = request.path_params["audit_id"]
+    record = await anyio.to_thread.run_sync(auditor.store.get, audit_id)
+    if record is None:
+        return json_error(404, "audit_id", f"no audit {audit_id!r}")
+    return JSONResponse(record.model_dump(mode="json"))
+
+
+async def audit_now(request: Request) -> Response:
+    auditor = _instance()
+    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
+        return denied
+    try:
+        body = await read_json(request)
+        req = AuditRequest.model_validate(body)
+        fields = req.model_dump(exclude_none=True, exclude={"request_id"})
+        job = AuditJob(**fields, request_id=req.request_id or os.urandom(16).hex(), sampling_reason="forced",
+                       sampling_probability=1.0)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_context=False, include_input=False)
+        return json_error(400, error_field(errors) or "body", validation_message(errors))
+    except ValueError as e:
+        return json_error(400, "body", str(e))
+    if auditor.worker is None:
+        return json_error(503, None, "auditing is disabled (AUDITOR_AUDIT_ENABLED=false)")
+    record = await anyio.to_thread.run_sync(auditor.worker.audit_now, job, auditor.settings.sync_budget_s)
+    if record.outcome == "success":
+        status = 200
+    elif record.outcome == "timeout":
+        status = 504
+    else:  # bad players are the caller's problem; anything else is ours
+        status = 422 if (record.error or "").startswith("players") else 500
+    return JSONResponse(record.model_dump(mode="json"), status_code=status)
+
+
+async def auditor_status(request: Request) -> Response:
+    auditor = _instance()
+    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
+        return denied
+    return JSONResponse(await anyio.to_thread.run_sync(auditor.status))
+
+
+records_app = Starlette(
+    routes=[
+        Route("/audit", audit_now, methods=["POST"]),
+        Route("/audits", list_audits, methods=["GET"]),
+        Route("/audits/{audit_id}", get_audit, methods=["GET"]),
+        Route("/auditor/status", auditor_status, methods=["GET"]),
+    ]
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# The service
+# ------------------------------------------------------------------------------------------------
+@bentoml.asgi_app(records_app, path="/")
+@bentoml.service(
+    name="Auditor",
+    workers=1,  # one queue, one worker thread: audits are serialised per replica by design
+    threads=4,
+    traffic={"timeout": max(120.0, SETTINGS.sync_budget_s + 60.0)},
+)
+class Auditor:
+    def __init__(self) -> None:
+        from auditor import __version__
+        from auditor.model_loading import load_model
+        from auditor.store import open_store
+        from auditor.telemetry import AuditorTelemetry
+        from auditor.worker import AuditEngine, AuditWorker
+
+        global _INSTANCE
+        self.settings = s = SETTINGS
+        if s.auditor_nice > 0 and _own_process():
+            try:  # audits yield the CPU to the LLM service where both share a machine
+                os.nice(s.auditor_nice)
+            except OSError:
+                logger.warning("could not lower the auditor's CPU priority")
+        if _own_process() and s.audit_device.startswith("cpu"):
+            import torch
+
+            torch.set_num_threads(s.cpu_threads()[1])
+        self.telemetry = AuditorTelemetry(s.metrics_model)
+        self.telemetry.set_build_info(__version__)
+        self.store = open_store(s.store_url)
+        self.worker = None
+        self.loaded = None
+        if s.audit_enabled:
+            self.loaded = load_model(s.model, revision=s.revision, device=s.audit_device, dtype=s.dtype,
+                                     trust_remote_code=s.trust_remote_code)
+            engine = AuditEngine(
+                self.loaded.model,
+                self.loaded.tokenizer,
+                s,
+                model_id=s.model,
+                model_revision=self.loaded.revision,
+                redaction_key=s.redaction_key_bytes(),
+            )
+            self.worker = AuditWorker(
+                engine,
+                self.store,
+                self.telemetry,
+                queue_size=s.queue_size,
+                timeout_s=s.audit_timeout_s,
+                fault=s.fault,
+                flag_thresholds=(s.overfitting_threshold, s.misattribution_threshold),
+            ).start()
+        _INSTANCE = self
+        logger.info("auditor ready: model %s on %s, queue %d, budget %.0f s, store %s", s.model, s.audit_device,
+                    s.queue_size, s.audit_timeout_s, s.store_url)
+
+    @bentoml.api
+    async def submit(self, job: AuditJob) -> SubmitResponse:
+        """Queue an audit without waiting for it (the LLM service's fire-and-forget hand-off)."""
+        if self.worker is None:
+            return SubmitResponse(accepted=False, reason="disabled", queue_depth=0)
+        result = self.worker.submit(job)
+        return SubmitResponse(accepted=result.accepted, reason=result.reason, queue_depth=result.queue_depth)
+
+    def status(self) -> dict[str, Any]:
+        worker = self.worker.status() if self.worker is not None else {"alive": False, "disabled": True}
+        return {
+            "worker": worker,
+            "store": {"url": self.settings.store_url, "records": self.store.count()},
+            "model": {"id": self.settings.model, "label": self.settings.metrics_model,
+                      "revision": self.loaded.revision if self.loaded else None,
+                      "device": self.loaded.device if self.loaded else None},
+            "settings": self.settings.public_dict(),
+        }
+
+    def __is_ready__(self) -> bool:
+        return self.worker is None or self.worker.alive
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(timeout=2.0)
+        self.store.close()

@@ -1,0 +1,469 @@
+"""The LLM BentoML service: serves a transformers causal LM; its traffic is audited in the background.
+
+``bentoml serve`` (repo root; ``bentofile.yaml`` names ``service.llm:LLM``) starts this service and,
+through ``bentoml.depends(Auditor)``, the auditor service in its own process.
+
+Endpoints (one port):
+
+- ``POST /generate`` ``{"prompt", "max_new_tokens"?, "request_id"?, "audit"?: {"force", "flag",
+  "spans": [{"text" | "start"+"end", "label", "group"}]}}`` -> ``{"request_id", "model", "text",
+  "prompt_tokens", "completion_tokens", "finish_reason"}``.
+- OpenAI-compatible ``POST /v1/chat/completions``, ``POST /v1/completions`` (``"stream": true``
+  gives server-sent events) and ``GET /v1/models``; audit hints go in the extension field
+  ``audit`` (``extra_body={"audit": {...}}`` with the ``openai`` client).
+- Forwarded to the auditor: ``POST /audit``, ``GET /audits``, ``GET /audits/{id}``,
+  ``GET /auditor/status``.
+- BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (the metrics of both services:
+  they share BentoML's Prometheus multiprocess directory).
+
+Auditing never delays an answer: the response is sent first; then (a Starlette background task of
+that response) the sampler decides, and a sampled request is handed to the auditor by a
+fire-and-forget task with a short timeout. A hand-off that fails or times out is counted as
+``audits_dropped_total{reason="handoff_error"}`` and never reaches the client. Generation itself
+runs in worker threads (``AUDITOR_GENERATION_THREADS`` at a time), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import anyio
+import bentoml
+import httpx
+from pydantic import Field, ValidationError
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from service.auditor import Auditor
+from service.auditor import records_app as auditor_records_app
+from service.common import json_error, openai_error, read_json, service_settings
+from service.hook import AuditHook
+from service.generation import Generation, Generator, IncrementalDecoder, RenderedRequest, RequestError
+from service.schemas import (
+    AuditHints,
+    ChatCompletionRequest,
+    CompletionRequest,
+    GenerateResponse,
+    error_field,
+    validation_message,
+)
+
+logger = logging.getLogger("interaction_auditor.llm")
+
+SETTINGS = service_settings()
+_INSTANCE: LLM | None = None
+
+
+def _instance() -> LLM:
+    if _INSTANCE is None:
+        raise RuntimeError("the LLM service is not initialised yet")
+    return _INSTANCE
+
+
+@dataclass
+class Answered:
+    """What the post-answer step needs about one served request."""
+
+    request_id: str
+    rendered: RenderedRequest
+    generation: Generation | None
+    hints: AuditHints | None
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenAI-compatible routes and forwarded record routes (a Starlette app mounted on the service)
+# ------------------------------------------------------------------------------------------------
+def _sse(payload: Any) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def _usage(gen: Generation) -> dict[str, int]:
+    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
+            "total_tokens": gen.prompt_tokens + gen.completion_tokens}
+
+
+async def _parse_openai(request: Request, model_cls: type) -> Any:
+    try:
+        body = await read_json(request)
+    except ValueError as e:
+        return openai_error(400, str(e))
+    try:
+        return model_cls.model_validate(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_context=False, include_input=False)
+        return openai_error(400, validation_message(errors), param=error_field(errors) or None)
+
+
+async def chat_completions(request: Request) -> Response:
+    llm = _instance()
+    req = await _parse_openai(request, ChatCompletionRequest)
+    if isinstance(req, Response):
+        return req
+    if (bad := llm.check_model_name(req.model)) is not None:
+        return bad
+    try:
+        messages = [{"role": m.role, "content": m.text(i)} for i, m in enumerate(req.messages)]
+        rendered = llm.generator.render_chat(messages)
+        max_new = req.token_limit or llm.settings.max_new_tokens
+        field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+        llm.generator.check_budget(rendered, max_new, field=field)
+        llm.check_hints(rendered, req.audit, field="audit.spans")
+    except RequestError as e:
+        return openai_error(e.status, str(e), param=e.field)
+    except ValueError as e:
+        return openai_error(400, str(e), param="messages")
+    rid = llm.request_id(request, None)
+    created = int(time.time())
+    cid = f"chatcmpl-{rid}"
+    answered = Answered(rid, rendered, None, req.audit)
+    params = {"temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "stop": req.stop or ()}
+    headers = {"X-Request-ID": rid}
+    if not req.stream:
+        try:
+            gen = await llm.run_generation(rendered, max_new, **params)
+        except Exception as e:  # noqa: BLE001
+            logger.exception("generation failed")
+            return openai_error(500, f"generation failed: {type(e).__name__}", type_="server_error")
+        answered.generation = gen
+        body = {
+            "id": cid, "object": "chat.completion", "created": created, "model": llm.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text},
+                         "logprobs": None, "finish_reason": gen.finish_reason}],
+            "usage": _usage(gen),
+        }
+        return JSONResponse(body, headers=headers, background=BackgroundTask(llm.after_answer, answered))
+
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    async def events() -> AsyncIterator[str]:
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": llm.model_name}
+        yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                         "logprobs": None, "finish_reason": None}]})
+        try:
+            async for delta in llm.stream_generation(rendered, max_new, answered, **params):
+                yield _sse({**base, "choices": [{"index": 0, "delta": {"content": delta},
+                                                 "logprobs": None, "finish_reason": None}]})
+        except Exception as e:  # noqa: BLE001 - the status line is gone; report in-stream
+            logger.exception("streaming generation failed")
+            yield _sse({"error": {"message": f"generation failed: {type(e).__name__}", "type": "server_error"}})
+            return
+        gen = answered.generation
+        assert gen is not None
+        yield _sse({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                         "finish_reason": gen.finish_reason}]})
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": _usage(gen)})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"},
+                             background=BackgroundTask(llm.after_answer, answered))
+
+
+async def completions(request: Request) -> Response:
+    llm = _instance()
+    req = await _parse_openai(request, CompletionRequest)
+    if isinstance(req, Response):
+        return req
+    if (bad := llm.check_model_name(req.model)) is not None:
+        return bad
+    try:
+        rendered = llm.generator.render_prompt(req.prompt)
+        max_new = req.max_tokens or llm.settings.max_new_tokens
+        llm.generator.check_budget(rendered, max_new, field="max_tokens")
+        llm.check_hints(rendered, req.audit, field="audit.spans")
+    except RequestError as e:
+        return openai_error(e.status, str(e), param=e.field)
+    rid = llm.request_id(request, None)
+    created = int(time.time())
+    cid = f"cmpl-{rid}"
+    answered = Answered(rid, rendered, None, req.audit)
+    params = {"temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "stop": req.stop or ()}
+    headers = {"X-Request-ID": rid}
+    prefix = req.prompt if req.echo else ""
+    if not req.stream:
+        try:
+            gen = await llm.run_generation(rendered, max_new, **params)
+        except Exception as e:  # noqa: BLE001
+            logger.exception("generation failed")
+            return openai_error(500, f"generation failed: {type(e).__name__}", type_="server_error")
+        answered.generation = gen
+        body = {
+            "id": cid, "object": "text_completion", "created": created, "model": llm.model_name,
+            "choices": [{"index": 0, "text": prefix + gen.text, "logprobs": None,
+                         "finish_reason": gen.finish_reason}],
+            "usage": _usage(gen),
+        }
+        return JSONResponse(body, headers=headers, background=BackgroundTask(llm.after_answer, answered))
+
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    async def events() -> AsyncIterator[str]:
+        base = {"id": cid, "object": "text_completion", "created": created, "model": llm.model_name}
+        if prefix:
+            yield _sse({**base, "choices": [{"index": 0, "text": prefix, "logprobs": None, "finish_reason": None}]})
+        try:
+            async for delta in llm.stream_generation(rendered, max_new, answered, **params):
+                yield _sse({**base, "choices": [{"index": 0, "text": delta, "logprobs": None,
+                                                 "finish_reason": None}]})
+        except Exception as e:  # noqa: BLE001
+            logger.exception("streaming generation failed")
+            yield _sse({"error": {"message": f"generation failed: {type(e).__name__}", "type": "server_error"}})
+            return
+        gen = answered.generation
+        assert gen is not None
+        yield _sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
+                                         "finish_reason": gen.finish_reason}]})
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": _usage(gen)})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"},
+                             background=BackgroundTask(llm.after_answer, answered))
+
+
+async def list_models(request: Request) -> Response:
+    llm = _instance()
+    return JSONResponse({"object": "list", "data": [
+        {"id": llm.model_name, "object": "model", "created": llm.started, "owned_by": "interaction-auditor",
+         "root": llm.settings.model}
+    ]})
+
+
+async def forward_to_auditor(request: Request) -> Response:
+    return await _instance().forward(request)
+
+
+api_app = Starlette(
+    routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/audit", forward_to_auditor, methods=["POST"]),
+        Route("/audits", forward_to_auditor, methods=["GET"]),
+        Route("/audits/{audit_id}", forward_to_auditor, methods=["GET"]),
+        Route("/auditor/status", forward_to_auditor, methods=["GET"]),
+    ]
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# The service
+# ------------------------------------------------------------------------------------------------
+@bentoml.asgi_app(api_app, path="/")
+@bentoml.service(
+    name="LLM",
+    workers=1,
+    traffic={"timeout": 300},
+)
+class LLM:
+    auditor = bentoml.depends(Auditor)
+
+    def __init__(self) -> None:
+        from auditor.model_loading import load_model
+
+        global _INSTANCE
+        self.settings = s = SETTINGS
+        if s.device.startswith("cpu"):  # share the cores with the auditor process, never oversubscribe
+            import torch
+
+            torch.set_num_threads(s.cpu_threads()[0])
+        self.loaded = load_model(s.model, revision=s.revision, device=s.device, dtype=s.dtype,
+                                 trust_remote_code=s.trust_remote_code)
+        self.generator = Generator(self.loaded, max_prompt_chars=s.max_prompt_chars,
+                                   max_new_tokens_limit=s.max_new_tokens_limit)
+        self.model_name = s.metrics_model
+        self.audit_hook = AuditHook(s)
+        self.started = int(time.time())
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._streams: set[asyncio.Task[None]] = set()
+        self._auditor_http: httpx.AsyncClient | None = None
+        _INSTANCE = self
+        logger.info("LLM ready: %s (%s) on %s, audit rate %.3f", s.model, self.model_name, self.loaded.device,
+                    s.sample_rate)
+
+    # ---- native API ---------------------------------------------------------------------------
+    @bentoml.api
+    async def generate(
+        self,
+        prompt: Annotated[str, Field(min_length=1, description="The prompt to complete.")],
+        max_new_tokens: Annotated[int | None, Field(ge=1, description="Tokens to generate at most.")] = None,
+        request_id: Annotated[str | None, Field(min_length=1, max_length=256)] = None,
+        audit: AuditHints | None = None,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> GenerateResponse:
+        """Complete ``prompt`` greedily. The answer is returned before any audit work starts."""
+        try:
+            rendered = self.generator.render_prompt(prompt)
+            max_new = max_new_tokens if max_new_tokens is not None else self.settings.max_new_tokens
+            self.generator.check_budget(rendered, max_new)
+            self.check_hints(rendered, audit, field="audit.spans")
+        except RequestError as e:
+            if ctx is not None:  # BentoML copies ctx.response.status_code onto the response
+                ctx.response.status_code = e.status
+            return json_error(e.status, e.field, e.message)  # type: ignore[return-value]
+        rid = self.request_id(ctx.request if ctx is not None else None, request_id)
+        gen = await self.run_generation(rendered, max_new)
+        if ctx is not None:
+            ctx.response.headers["X-Request-ID"] = rid
+            ctx.response.background.add_task(self.after_answer, Answered(rid, rendered, gen, audit))
+        return GenerateResponse(request_id=rid, model=self.model_name, text=gen.text,
+                                prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                                finish_reason=gen.finish_reason)  # type: ignore[arg-type]
+
+    # ---- helpers used by the routes -----------------------------------------------------------
+    def check_model_name(self, name: str) -> Response | None:
+        if name in (self.model_name, self.settings.model):
+            return None
+        return openai_error(404, f"The model {name!r} does not exist; this server serves {self.model_name!r}",
+                            param="model", code="model_not_found")
+
+    def check_hints(self, rendered: RenderedRequest, hints: AuditHints | None, field: str) -> None:
+        """Reject audit spans that are not in the prompt (400 naming the span) before generating."""
+        if hints is None or not hints.spans:
+            return
+        from auditor.players import PlayerError, players_from_specs, render_prompt
+
+        from auditor.worker import AuditEngine
+
+        try:
+            players_rendered = render_prompt(self.generator.tokenizer, prompt=rendered.prompt,
+                                             messages=rendered.messages)
+            players_from_specs(players_rendered, [AuditEngine._spec(h) for h in hints.spans])
+        except PlayerError as e:
+            raise RequestError(field, str(e)) from None
+
+    @staticmethod
+    def request_id(request: Any, given: str | None) -> str:
+        if given:
+            return given
+        header = request.headers.get("x-request-id") if request is not None else None
+        if header and 0 < len(header) <= 256:
+            return header
+        return uuid.uuid4().hex
+
+    def _get_limiter(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.settings.generation_threads)
+        return self._limiter
+
+    async def run_generation(self, rendered: RenderedRequest, max_new: int, **params: Any) -> Generation:
+        fn = functools.partial(self.generator.generate, rendered, max_new, **params)
+        return await anyio.to_thread.run_sync(fn, limiter=self._get_limiter())
+
+    async def stream_generation(self, rendered: RenderedRequest, max_new: int, answered: Answered,
+                                **params: Any) -> AsyncIterator[str]:
+        """Text deltas as tokens are generated (in a worker thread); sets ``answered.generation``."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def on_token(token: int) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ("token", token))
+
+        async def run() -> None:
+            try:
+                fn = functools.partial(self.generator.generate, rendered, max_new, on_token=on_token,
+                                       cancel=cancel, **params)
+                gen = await anyio.to_thread.run_sync(fn, limiter=self._get_limiter())
+                queue.put_nowait(("done", gen))
+            except BaseException as e:  # noqa: BLE001
+                queue.put_nowait(("error", e))
+
+        task = asyncio.create_task(run())
+        decoder = IncrementalDecoder(self.generator.tokenizer, self.generator.eos_ids, params.get("stop") or ())
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "token":
+                    if delta := decoder.push(value):
+                        yield delta
+                elif kind == "done":
+                    if rest := decoder.flush(value.text):
+                        yield rest
+                    answered.generation = value
+                    return
+                else:
+                    raise value
+        finally:
+            # the client went away (or we are done): stop generating; the thread then ends soon
+            cancel.set()
+            self._streams.add(task)
+            task.add_done_callback(self._streams.discard)
+
+    # ---- after the answer: sample, then hand off without waiting -----------------------------
+    async def after_answer(self, answered: Answered) -> None:
+        """Runs after the response was sent (a Starlette background task). Never raises."""
+        gen, hints, rendered = answered.generation, answered.hints, answered.rendered
+        if gen is None:  # the stream ended before the answer was complete
+            return
+        await self.audit_hook.after_answer(
+            self.auditor,
+            answered.request_id,
+            prompt=rendered.prompt,
+            messages=rendered.messages,
+            answer=gen.text,
+            answer_ids=gen.answer_ids,
+            confidence=gen.confidence,
+            spans=list(hints.spans) if hints else (),
+            force=bool(hints and hints.force),
+            flag=bool(hints and hints.flag),
+        )
+
+    # ---- record endpoints: forwarded to the auditor -----------------------------------------
+    def _auditor_client(self) -> httpx.AsyncClient:
+        """An HTTP client for the auditor's record routes, from the dependency's own address
+        (``to_async.url``: ``file://`` Unix socket under ``bentoml serve``, ``tcp://`` or
+        ``http(s)://`` for a remote deployment); in-process (``--development``) via ASGI."""
+        if self._auditor_http is not None:
+            return self._auditor_http
+        url = getattr(getattr(self.auditor, "to_async", None), "url", None)
+        transport: httpx.AsyncBaseTransport | None = None
+        if isinstance(url, str) and url:
+            parsed = urlparse(url)
+            if parsed.scheme == "file":
+                transport = httpx.AsyncHTTPTransport(uds=url2pathname(parsed.path))
+                base = "http://auditor"
+            elif parsed.scheme == "tcp":
+                base = f"http://{parsed.netloc}"
+            else:
+                base = url
+        else:  # the dependency is a local instance (bentoml serve --development)
+            transport = httpx.ASGITransport(app=auditor_records_app)
+            base = "http://auditor"
+        self._auditor_http = httpx.AsyncClient(base_url=base, transport=transport)
+        return self._auditor_http
+
+    async def forward(self, request: Request) -> Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type", "accept")}
+        timeout = self.settings.sync_budget_s + 30.0 if request.url.path == "/audit" else 30.0
+        try:
+            resp = await self._auditor_client().request(
+                request.method, request.url.path, params=list(request.query_params.multi_items()),
+                content=await request.body(), headers=headers, timeout=timeout,
+            )
+        except httpx.HTTPError as e:
+            return json_error(503, None, f"the auditor service is unavailable: {type(e).__name__}: {e}")
+        keep = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "www-authenticate")}
+        return Response(resp.content, status_code=resp.status_code, headers=keep)
+
+    @bentoml.on_shutdown
+    async def shutdown(self) -> None:
+        await self.audit_hook.close()
+        if self._auditor_http is not None:
+            await self._auditor_http.aclose()
