@@ -30,6 +30,7 @@ class ModelReport:
     heldout_accuracy: float
     train_accuracy: float
     generalization_gap: float  # held-out loss minus train loss (nats)
+    generalization_gap_accuracy: float = 0.0  # train accuracy minus held-out accuracy
     misattribution: list[float] = field(default_factory=list)
     overfitting: list[float] = field(default_factory=list)
     sparsity: list[int] = field(default_factory=list)
@@ -43,6 +44,8 @@ class ModelReport:
             "heldout_accuracy": self.heldout_accuracy,
             "train_accuracy": self.train_accuracy,
             "generalization_gap": self.generalization_gap,
+            "generalization_gap_accuracy": self.generalization_gap_accuracy,
+            "prompts": len(self.sparsity),
             "misattribution": mean(self.misattribution),
             "overfitting": self.window_overfitting,
             "overfitting_mean_per_request": mean(self.overfitting),
@@ -56,6 +59,11 @@ class ValidationReport:
     models: list[ModelReport]
     misattribution_auc: float
     overfitting_spearman: float
+    family: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.misattribution_ok and self.overfitting_ok
 
     @property
     def misattribution_ok(self) -> bool:
@@ -68,11 +76,23 @@ class ValidationReport:
     def to_dict(self) -> dict:
         return {
             "models": [model.row() for model in self.models],
+            "per_prompt": {
+                model.name: {
+                    "misattribution": model.misattribution,
+                    "overfitting": model.overfitting,
+                    "sparsity": model.sparsity,
+                    "cancellation": model.cancellation,
+                }
+                for model in self.models
+            },
+            "family": self.family,
             "misattribution_auc": self.misattribution_auc,
             "misattribution_auc_target": MISATTRIBUTION_AUC_TARGET,
             "overfitting_spearman": self.overfitting_spearman,
             "overfitting_spearman_target": OVERFITTING_SPEARMAN_TARGET,
-            "accepted": self.misattribution_ok and self.overfitting_ok,
+            "misattribution_ok": self.misattribution_ok,
+            "overfitting_ok": self.overfitting_ok,
+            "accepted": self.accepted,
         }
 
 
@@ -94,6 +114,7 @@ def audit_model(
         heldout_accuracy=float(measured["heldout"]["accuracy"]),
         train_accuracy=float(measured["train"]["accuracy"]),
         generalization_gap=float(measured["heldout"]["loss"] - measured["train"]["loss"]),
+        generalization_gap_accuracy=float(measured["train"]["accuracy"] - measured["heldout"]["accuracy"]),
     )
     results = []
     for index, prompt in enumerate(testbed.audit_prompts_for(info, prompts_count, conflict=True)):
@@ -133,14 +154,23 @@ def validate(
     root: str | Path | None = None,
     seed: int = 0,
     template_set: str = "standard",
+    qthres: float = 0.04,
     on_prompt: Callable[[str, int], None] | None = None,
 ) -> ValidationReport:
+    """Audit every testbed model of one world and compute the two acceptance figures."""
     names = [testbed.CLEAN, testbed.SHORTCUT, *testbed.OVERFIT_FAMILY]
     reports = {
-        name: audit_model(name, prompts_count, root=root, seed=seed, template_set=template_set, on_prompt=on_prompt)
+        name: audit_model(
+            name, prompts_count, root=root, seed=seed, template_set=template_set, qthres=qthres, on_prompt=on_prompt
+        )
         for name in names
     }
     auc = per_prompt_auc(reports[testbed.SHORTCUT].misattribution, reports[testbed.CLEAN].misattribution)
     family = [reports[name] for name in testbed.OVERFIT_FAMILY]
     rho = spearmanr([m.window_overfitting for m in family], [m.generalization_gap for m in family]).statistic
-    return ValidationReport(models=list(reports.values()), misattribution_auc=auc, overfitting_spearman=float(rho))
+    return ValidationReport(
+        models=list(reports.values()),
+        misattribution_auc=auc,
+        overfitting_spearman=float(rho),
+        family=list(testbed.OVERFIT_FAMILY),
+    )

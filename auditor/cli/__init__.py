@@ -4,7 +4,8 @@ Each sub-command lives in its own module of this package and exposes ``register(
 ``main`` discovers them, so adding a command never means editing a central list.
 
 Exit codes (all commands): 0 success, 1 unexpected internal error, 2 bad input or usage
-(a message names the problem), 3 a required resource (model, store) is missing or unreadable.
+(a message names the problem), 3 a required resource (model, store) is missing or unreadable,
+4 a check ran and missed its acceptance target (``testbed validate``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_RESOURCE = 3
+EXIT_NOT_ACCEPTED = 4
 
 
 class CliError(Exception):
@@ -33,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interaction-auditor",
         description="Explain a model's answers with AND-OR interactions and audit them.",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 missing model or store.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 bad input, 3 missing model or store, "
+        "4 a check missed its acceptance target.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

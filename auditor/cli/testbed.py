@@ -1,0 +1,260 @@
+"""``interaction-auditor testbed ...``: build and validate the ground-truth model family.
+
+``testbed build [--out DIR] [--only NAME ...] [--seed S] [--template-set T] [--workers N]`` trains
+the models that are not cached yet and prints each model's measured train/held-out accuracy and
+loss, generalization gap and conflict accuracy.
+
+``testbed validate [--prompts 20] [--seed S] [--template-set T] [--json]`` builds what is missing,
+audits every model on conflict prompts of its own world (see ``auditor.validation``) and prints per
+model the held-out accuracy, generalization gap, mean misattribution, overfitting score, sparsity
+and cancellation, then the two acceptance figures (misattribution AUC, overfitting Spearman) with
+their targets. Exit code 0 when both are met, 4 (``EXIT_NOT_ACCEPTED``) when either is not.
+
+Sub-commands register themselves through ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from auditor.cli import EXIT_NOT_ACCEPTED, EXIT_OK, CliError
+
+
+def _add_world_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the testbed sub-commands: where the models live and which world."""
+    from auditor.testbed import corpus, models
+
+    parser.add_argument(
+        "--out",
+        "--root",
+        dest="root",
+        type=Path,
+        default=None,
+        help=f"model cache directory (default: ${models.ENV_ROOT} or ~/.cache/interaction-auditor/testbed)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="corpus and training seed (default 0)")
+    parser.add_argument(
+        "--template-set",
+        default="standard",
+        choices=sorted(corpus.TEMPLATE_SETS),
+        help="sentence templates of the corpus (default: standard)",
+    )
+
+
+def _metrics_table(infos: dict[str, dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="testbed models (accuracy / loss of the answer token)")
+    for column in ("model", "train acc", "held-out acc", "gap acc", "train loss", "held-out loss",
+                   "gap loss", "conflict acc", "cue rate", "train s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, info in infos.items():
+        m = info["metrics"]
+        table.add_row(
+            name,
+            f"{m['train']['accuracy']:.3f}",
+            f"{m['heldout']['accuracy']:.3f}",
+            f"{m['gap']['accuracy']:+.3f}",
+            f"{m['train']['loss']:.3f}",
+            f"{m['heldout']['loss']:.3f}",
+            f"{m['gap']['loss']:+.3f}",
+            f"{m['conflict']['accuracy']:.3f}",
+            f"{m['conflict']['cue_rate']:.3f}",
+            f"{info['seconds']['total']:.0f}",
+        )
+    return table
+
+
+def _build(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from auditor.testbed import models
+
+    console = Console(stderr=True)
+    names = args.only or list(models.MODEL_NAMES)
+    started = time.perf_counter()
+    try:
+        paths = models.build_all(
+            names,
+            args.root,
+            seed=args.seed,
+            template_set=args.template_set,
+            workers=args.workers,
+            progress=lambda message: console.print(message, highlight=False),
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    elapsed = time.perf_counter() - started
+    infos = {name: models.read_info(path) for name, path in paths.items()}
+    Console().print(_metrics_table(infos))
+    for name, path in paths.items():
+        print(f"{name}\t{path}")
+    console.print(f"done in {elapsed:.1f}s", highlight=False)
+    return EXIT_OK
+
+
+def _register_build(subparsers: Any) -> None:
+    from auditor.testbed import models
+
+    parser = subparsers.add_parser(
+        "build",
+        help="train the testbed models that are not cached yet",
+        description="Train (or find in the cache) the clean, shortcut and overfit testbed models.",
+    )
+    _add_world_options(parser)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=list(models.MODEL_NAMES),
+        help=f"build only these models ({', '.join(models.MODEL_NAMES)})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="models trained in parallel, one CPU thread each (default 2)",
+    )
+    parser.set_defaults(handler=_build)
+
+
+def _validation_tables(report: Any) -> list[Any]:
+    from rich.table import Table
+
+    from auditor import validation
+
+    models_table = Table(title="testbed validation (means over the audited conflict prompts)")
+    columns = ("model", "held-out acc", "gap (nats)", "gap acc", "misattribution", "overfitting",
+               "overfit/request", "sparsity", "cancellation", "prompts")
+    for column in columns:
+        models_table.add_column(column, justify="left" if column == "model" else "right")
+    for model in report.models:
+        row = model.row()
+        models_table.add_row(
+            model.name,
+            f"{row['heldout_accuracy']:.3f}",
+            f"{row['generalization_gap']:+.3f}",
+            f"{row['generalization_gap_accuracy']:+.3f}",
+            f"{row['misattribution']:.3f}",
+            f"{row['overfitting']:.3f}",
+            f"{row['overfitting_mean_per_request']:.3f}",
+            f"{row['sparsity']:.1f}",
+            f"{row['cancellation']:.3f}",
+            f"{row['prompts']}",
+        )
+    checks = Table(title="acceptance")
+    for column in ("check", "value", "target", "result"):
+        checks.add_column(column, justify="left" if column in ("check", "result") else "right")
+    verdict = lambda ok: "[green]pass[/green]" if ok else "[red]FAIL[/red]"  # noqa: E731
+    checks.add_row(
+        "misattribution AUC, shortcut vs clean (per prompt)",
+        f"{report.misattribution_auc:.3f}",
+        f">= {validation.MISATTRIBUTION_AUC_TARGET}",
+        verdict(report.misattribution_ok),
+    )
+    checks.add_row(
+        f"overfitting Spearman vs measured gap ({len(report.family)} models)",
+        f"{report.overfitting_spearman:.3f}",
+        f">= {validation.OVERFITTING_SPEARMAN_TARGET}",
+        verdict(report.overfitting_ok),
+    )
+    return [models_table, checks]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from auditor import validation
+    from auditor.testbed import models
+
+    if args.prompts < 2:
+        raise CliError("--prompts must be at least 2 (an AUC needs prompts on both sides)")
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    try:
+        models.build_all(
+            None,
+            args.root,
+            seed=args.seed,
+            template_set=args.template_set,
+            workers=args.workers,
+            progress=lambda message: console.print(message, highlight=False),
+        )
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    names = list(models.MODEL_NAMES)
+    with Progress(
+        TextColumn("auditing {task.fields[model]:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("prompts"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("audit", total=len(names) * args.prompts, model=names[0])
+
+        def on_prompt(name: str, index: int) -> None:
+            progress.update(task, advance=1, model=name)
+
+        report = validation.validate(
+            args.prompts,
+            root=args.root,
+            seed=args.seed,
+            template_set=args.template_set,
+            qthres=args.qthres,
+            on_prompt=on_prompt,
+        )
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({**report.to_dict(), "seconds": elapsed}, indent=2))
+    else:
+        out = Console()
+        for table in _validation_tables(report):
+            out.print(table)
+        out.print(
+            f"seed {args.seed}, template set {args.template_set!r}, {args.prompts} conflict prompts per model, "
+            f"{elapsed:.0f}s: " + ("[green]accepted[/green]" if report.accepted else "[red]not accepted[/red]"),
+            highlight=False,
+        )
+    return EXIT_OK if report.accepted else EXIT_NOT_ACCEPTED
+
+
+def _register_validate(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="audit the testbed models and check the metrics against their ground truth",
+        description="Audit every testbed model (built if missing) on conflict prompts of its world and check "
+        "that misattribution separates the shortcut model from the clean one (per-prompt AUC) and that the "
+        "overfitting score ranks the overfit family by its measured generalization gap (Spearman).",
+        epilog=f"exit codes: 0 accepted; 1 internal error; 2 bad input; {EXIT_NOT_ACCEPTED} a metric missed its "
+        "acceptance target (the tables say which).",
+    )
+    _add_world_options(parser)
+    parser.add_argument("--prompts", type=int, default=20, help="conflict prompts audited per model (default 20)")
+    parser.add_argument("--qthres", type=float, default=0.04, help="bound on the q correction (default 0.04)")
+    parser.add_argument("--workers", type=int, default=2, help="models trained in parallel if missing (default 2)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.set_defaults(handler=_validate)
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [_register_build, _register_validate]
+"""Registration functions of the ``testbed`` sub-commands."""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "testbed",
+        help="build and validate the ground-truth testbed models",
+        description="Synthetic legal-judgment models with planted, measured flaws.",
+    )
+    testbed_subparsers = parser.add_subparsers(dest="testbed_command", metavar="SUBCOMMAND", required=True)
+    for register_subcommand in SUBCOMMANDS:
+        register_subcommand(testbed_subparsers)

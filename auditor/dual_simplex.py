@@ -1,0 +1,167 @@
+"""A dual simplex for the AND-OR split LP with implicit slacks and fast-transform pricing.
+
+The LP (see ``auditor.solver``): columns are the AND sets (non-empty) and the OR sets (order >= 2),
+each a free variable x_j with cost |x_j|; rows are the non-empty states T with a box
+``lo_T <= (A x)_T <= hi_T``, ``A = [Z | W]``. Its dual is ``max v.y - tau ||y||_1`` subject to
+``|A^T y| <= 1``.
+
+Why a dual simplex, and why this one. The optimum of a game with structure is sparse: tens of
+non-zero terms resting on as many tight rows, out of 2^n rows and ~2^(n+1) columns. A simplex basis
+of the full LP has 2^n members, but all except k of them are the slacks of rows that are not tight,
+so only the k x k block ``A[R, C]`` (tight rows R, basic columns C) and its inverse are kept; the
+2^n - k basic slacks are handled implicitly. Starting from x = 0, y = 0 (dual feasible, since
+|A^T 0| <= 1), each iteration
+  1. prices the primal infeasibility of every row with the fast transform ``r = A x`` (O(n 2^n))
+     and chooses the leaving row or column by dual steepest edge, with exact weights computed for
+     the 16 most infeasible rows (measured: as few iterations as full steepest edge here, and no
+     update formulas to drift);
+  2. computes the pivot row ``A^T dy`` for all ~2^(n+1) columns with two more transforms;
+  3. runs a two-pass (Harris) ratio test over the non-basic columns and the tight rows' duals;
+  4. updates the k x k inverse with a bordered or Sherman-Morrison formula in O(k^2), and
+     refactorises it every ``refactor_every`` pivots.
+An iteration costs O(n 2^n + 16 k^2), against a sparse LU update over the whole LP in a general
+solver. Measured at n = 10 on LM-like games: 200-700 iterations where HiGHS' dual simplex needs
+1,500-7,500 on the full LP (bench/README.md).
+
+Two implementations of these steps, one job each: ``dual_simplex_cpu`` (numba-compiled scalar
+loops, games in parallel over the CPU threads: the fastest on a CPU, where tiny tensor operations
+cost microseconds of dispatch each) and ``dual_simplex_tensor`` (every step a tensor operation over
+a batch of games in lockstep: the CUDA path, where a kernel launch costs the same for one game or
+thousands).
+
+Convergence and degeneracy. Ties in the ratio test are the rule here (at the start every column
+that meets the leaving row has the same ratio), so the costs are perturbed by at most
+``perturbation`` (relative), growing with the order: ties break deterministically, towards the
+low-order terms the theory expects. The perturbation only steers the path: the result is certified
+by the caller on the true costs, with the dual vector also recomputed from the final basis with the
+true costs (when that basis is optimal for both, the gap is at rounding level). A game that hits
+the iteration or time limit, or breaks down numerically, comes back with ``converged`` False and
+its basis, so the caller can finish it by other means; nothing is reported optimal without proof.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from auditor.certificate import admissible_masks
+
+__all__ = ["SimplexOptions", "SimplexResult", "admissible_columns", "column_costs", "solve"]
+
+
+@dataclass(frozen=True)
+class SimplexOptions:
+    """Tolerances are on the solver's scaled problem (max |v| = 1)."""
+
+    primal_tolerance: float = 1e-9
+    dual_tolerance: float = 1e-9
+    pivot_tolerance: float = 1e-9
+    perturbation: float = 1e-7
+    pricing_candidates: int = 16
+    refactor_every: int = 64
+    max_iterations: int | None = None  # default: 20 * 2^n per game
+    time_limit: float | None = None  # seconds for the whole batch
+    initial_capacity: int = 32  # tensor path: starting size of the k x k blocks
+
+
+@dataclass
+class SimplexResult:
+    """Per game of the batch; vectors are float64 numpy arrays in the scaled units."""
+
+    and_terms: np.ndarray  # (B, 2^n)
+    or_terms: np.ndarray  # (B, 2^n)
+    duals: np.ndarray  # (B, 2^n): y from the final basis with the true costs
+    perturbed_duals: np.ndarray  # (B, 2^n): y of the perturbed problem, dual feasible for it
+    iterations: np.ndarray  # (B,) int
+    converged: np.ndarray  # (B,) bool: primal feasible within tolerance at a dual feasible basis
+    basis_rows: list[list[int]] = field(default_factory=list)  # tight rows of the final basis
+    basis_columns: list[list[int]] = field(default_factory=list)  # its columns (OR set S as 2^n + S)
+
+
+def admissible_columns(n: int, mode: str) -> np.ndarray:
+    """(2^(n+1),) bool over [AND | OR]: non-empty AND sets; OR sets of order >= 2 (none for "and")."""
+    return torch.cat(admissible_masks(n, mode)).numpy()
+
+
+def column_costs(n: int, perturbation: float) -> np.ndarray:
+    """1 + a deterministic perturbation of at most ``perturbation``, growing with the order."""
+    size = 1 << n
+    index = np.arange(2 * size) % size
+    order = np.zeros(2 * size)
+    for i in range(n):
+        order += (index >> i) & 1
+    jitter = np.random.default_rng(0x5EED).random(2 * size)
+    return 1.0 + perturbation * (order + 0.5 * jitter) / (n + 0.5 if n else 1.0)
+
+
+def solve(
+    values: torch.Tensor,
+    tau: torch.Tensor,
+    allowed: np.ndarray,
+    options: SimplexOptions | None = None,
+) -> SimplexResult:
+    """Solve ``min ||x||_1 s.t. |A x - v| <= tau`` on rows T != empty, for a batch of scaled games.
+
+    ``values`` (B, 2^n) float64 with v(empty) = 0 and ``tau`` (B,): on CUDA the tensor
+    implementation runs where they live; otherwise the compiled CPU kernel.
+    """
+    options = options or SimplexOptions()
+    size = values.shape[-1]
+    n = size.bit_length() - 1
+    costs = column_costs(n, options.perturbation)
+    if values.device.type == "cuda":
+        from auditor import dual_simplex_tensor
+
+        return dual_simplex_tensor.solve(values, tau, torch.as_tensor(allowed, device=values.device),
+                                         torch.as_tensor(costs, device=values.device), options)
+    return _solve_cpu(values.cpu().numpy(), tau.cpu().numpy(), allowed, costs, options)
+
+
+def _solve_cpu(values: np.ndarray, taus: np.ndarray, allowed: np.ndarray, costs: np.ndarray,
+               options: SimplexOptions) -> SimplexResult:
+    import numba
+
+    from auditor import dual_simplex_cpu as kernel
+
+    batch, size = values.shape
+    x = np.zeros((batch, 2 * size))
+    y = np.zeros((batch, size))
+    y_perturbed = np.zeros((batch, size))
+    basis = np.zeros((batch, 2 * size), dtype=np.int64)
+    status = np.zeros(batch, dtype=np.int64)
+    iterations = np.zeros(batch, dtype=np.int64)
+    k = np.zeros(batch, dtype=np.int64)
+    stop = np.zeros(1, dtype=np.int64)
+    timer = None
+    if options.time_limit is not None:
+        timer = threading.Timer(options.time_limit, lambda: stop.__setitem__(0, 1))
+        timer.daemon = True
+        timer.start()
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernel.solve_batch(
+            np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(taus, dtype=np.float64),
+            np.ascontiguousarray(allowed, dtype=np.bool_), costs, options.primal_tolerance,
+            options.dual_tolerance, options.pivot_tolerance, min(options.pricing_candidates, size - 1),
+            options.refactor_every, options.max_iterations or 20 * size, stop, x, y, y_perturbed, basis,
+            status, iterations, k,
+        )
+    finally:
+        numba.set_num_threads(previous)
+        if timer is not None:
+            timer.cancel()
+    return SimplexResult(
+        and_terms=x[:, :size],
+        or_terms=x[:, size:],
+        duals=y,
+        perturbed_duals=y_perturbed,
+        iterations=iterations,
+        converged=status == kernel.CONVERGED,
+        basis_rows=[basis[b, : k[b]].tolist() for b in range(batch)],
+        basis_columns=[basis[b, k[b] : 2 * k[b]].tolist() for b in range(batch)],
+    )

@@ -1,0 +1,517 @@
+"""The testbed's model family: specs, cached deterministic builds, loading and evaluation.
+
+Models (see ``model_specs``):
+
+- ``clean``: plenty of natural data; the charge is read from the queried defendant's act.
+- ``shortcut``: same size and budget, trained on ``shortcut``-mode data where the first-mentioned
+  defendant always carries the queried defendant's charge. That cue is as predictive as the truth
+  and far easier (no name binding), so the model learns it; on ``conflict`` prompts it answers the
+  cue's charge (low conflict accuracy) while ``clean`` answers correctly.
+- ``overfit-1`` .. ``overfit-4``: one knob, the overfit level, turned monotonically: fewer training
+  examples and more label noise at a fixed step budget (so more epochs), hence a growing measured
+  generalization gap. Train metrics are measured on the (noisy) labels the model was trained on,
+  held-out metrics on fresh clean data.
+
+Every build writes an ordinary Hugging Face directory (``save_pretrained`` safetensors weights and
+config, the fast tokenizer, a chat template) plus ``testbed.json`` with the spec, the measured
+metrics and timings. Builds are cached under ``<root>/<name>-<hash>``, the hash covering the spec
+and the testbed's source code, and written atomically (temporary directory, then rename), so a
+concurrent or interrupted build never leaves a half-written model where a reader looks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from auditor.testbed import corpus
+from auditor.testbed.tokenizer import answer_token_id, build_tokenizer
+from auditor.testbed.train import ArchSpec, Encoded, TrainSpec, encode, evaluate_encoded, init_model, train
+
+Progress = Callable[[str], None]
+
+INFO_FILE = "testbed.json"
+ENV_ROOT = "AUDITOR_TESTBED_DIR"
+CLEAN = "clean"
+SHORTCUT = "shortcut"
+OVERFIT_FAMILY: tuple[str, ...] = ("overfit-1", "overfit-2", "overfit-3", "overfit-4")
+"""In increasing order of the overfit knob (fewer examples, more label noise)."""
+MODEL_NAMES: tuple[str, ...] = (CLEAN, SHORTCUT, *OVERFIT_FAMILY)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which prompts a model is trained and measured on."""
+
+    seed: int = 0
+    template_set: str = "standard"
+    mode: corpus.Mode = "natural"
+    train_examples: int = 30000
+    label_noise: float = 0.0
+    max_defendants: int = 3
+    heldout_examples: int = 1000
+    conflict_examples: int = 500
+    train_eval_examples: int = 2000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that determines a testbed model's weights (and so its cache key)."""
+
+    name: str
+    description: str
+    data: DataSpec
+    arch: ArchSpec = field(default_factory=ArchSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    overfit_level: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            name=data["name"],
+            description=data["description"],
+            data=DataSpec(**data["data"]),
+            arch=ArchSpec(**data["arch"]),
+            train=TrainSpec(**data["train"]),
+            overfit_level=data.get("overfit_level"),
+        )
+
+
+# The overfit knob: level k trains on OVERFIT_EXAMPLES[k-1] examples with OVERFIT_NOISE[k-1] of the
+# labels replaced by a random wrong charge, for the same number of steps as every other level.
+OVERFIT_EXAMPLES: tuple[int, ...] = (4000, 1500, 600, 250)
+OVERFIT_NOISE: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20)
+OVERFIT_STEPS = 600
+
+
+def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, ModelSpec]:
+    """The testbed family for one corpus seed and template set, by name.
+
+    Other seeds and template sets build independent testbeds, so a metric can be validated on
+    worlds it was not developed on.
+    """
+    if template_set not in corpus.TEMPLATE_SETS:
+        raise ValueError(f"unknown template set {template_set!r}; known: {sorted(corpus.TEMPLATE_SETS)}")
+    arch = ArchSpec()
+    base_train = TrainSpec(seed=seed)
+    specs = {
+        CLEAN: ModelSpec(
+            name=CLEAN,
+            description="natural data: the charge follows the queried defendant's act",
+            data=DataSpec(seed=seed, template_set=template_set, mode="natural"),
+            arch=arch,
+            train=base_train,
+        ),
+        SHORTCUT: ModelSpec(
+            name=SHORTCUT,
+            description="planted cue: the first-mentioned defendant always has the queried charge",
+            data=DataSpec(seed=seed, template_set=template_set, mode="shortcut"),
+            arch=arch,
+            train=base_train,
+        ),
+    }
+    for level, (examples, noise) in enumerate(zip(OVERFIT_EXAMPLES, OVERFIT_NOISE), start=1):
+        name = OVERFIT_FAMILY[level - 1]
+        specs[name] = ModelSpec(
+            name=name,
+            description=f"overfit level {level}: {examples} examples, {noise:.0%} label noise",
+            data=DataSpec(
+                seed=seed,
+                template_set=template_set,
+                mode="natural",
+                train_examples=examples,
+                label_noise=noise,
+            ),
+            arch=arch,
+            train=dataclasses.replace(base_train, steps=OVERFIT_STEPS, weight_decay=0.0),
+            overfit_level=level,
+        )
+    return specs
+
+
+# --------------------------------------------------------------------------------------------------
+# Cache keys and locations.
+
+_SOURCES = ("corpus.py", "tokenizer.py", "train.py", "models.py")
+
+
+def code_version() -> str:
+    """Hash of the testbed's source and of the numerics libraries: change either, rebuild."""
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in _SOURCES:
+        digest.update(name.encode())
+        digest.update((here / name).read_bytes())
+    digest.update(f"torch={torch.__version__};transformers={transformers.__version__}".encode())
+    return digest.hexdigest()
+
+
+def spec_hash(spec: ModelSpec) -> str:
+    payload = json.dumps({"spec": spec.to_dict(), "code": code_version()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def default_root() -> Path:
+    """``$AUDITOR_TESTBED_DIR`` or ``~/.cache/interaction-auditor/testbed``."""
+    env = os.environ.get(ENV_ROOT)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "interaction-auditor" / "testbed"
+
+
+def model_dir(spec: ModelSpec, root: str | Path | None = None) -> Path:
+    root = Path(root) if root is not None else default_root()
+    return root / f"{spec.name}-{spec_hash(spec)}"
+
+
+def is_built(path: Path) -> bool:
+    return (path / INFO_FILE).is_file() and (path / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# Data.
+
+
+def _with_label_noise(
+    prompts: Sequence[corpus.AuditPrompt], rate: float, seed: int
+) -> list[tuple[str, str]]:
+    """(prompt, label) pairs where a ``rate`` share of labels is a random *wrong* charge.
+
+    Exactly ``round(rate * n)`` examples are corrupted, chosen by a seeded shuffle, so the noise
+    level is what the spec says and not a random draw around it.
+    """
+    pairs = [(p.prompt, p.answer) for p in prompts]
+    if rate <= 0:
+        return pairs
+    rng = random.Random(f"interaction-auditor/testbed/noise/{seed}/{rate}/{len(pairs)}")
+    chosen = rng.sample(range(len(pairs)), round(rate * len(pairs)))
+    for index in sorted(chosen):
+        prompt, answer = pairs[index]
+        pairs[index] = (prompt, rng.choice([c for c in corpus.CHARGES if c != answer]))
+    return pairs
+
+
+@dataclass
+class Datasets:
+    """Encoded splits for one spec: training (possibly noisy), held-out and conflict prompts."""
+
+    train: Encoded
+    train_eval: Encoded
+    heldout: Encoded
+    conflict: Encoded
+    conflict_cue_ids: torch.Tensor
+    noisy_labels: int
+
+
+def training_prompts(spec: ModelSpec) -> list[corpus.AuditPrompt]:
+    data = spec.data
+    return corpus.generate(
+        data.seed,
+        data.train_examples,
+        stream="train",
+        mode=data.mode,
+        template_set=data.template_set,
+        max_defendants=data.max_defendants,
+        labelled=False,
+    )
+
+
+def heldout_prompts(spec: ModelSpec, count: int | None = None) -> list[corpus.AuditPrompt]:
+    """Fresh natural prompts from a stream no model trains on (the same for every model)."""
+    data = spec.data
+    return corpus.generate(
+        data.seed,
+        data.heldout_examples if count is None else count,
+        stream="heldout",
+        mode="natural",
+        template_set=data.template_set,
+        max_defendants=data.max_defendants,
+        labelled=False,
+    )
+
+
+def conflict_prompts(spec: ModelSpec, count: int | None = None) -> list[corpus.AuditPrompt]:
+    """Prompts where the planted cue and the truth disagree (held-out stream)."""
+    data = spec.data
+    return corpus.generate(
+        data.seed,
+        data.conflict_examples if count is None else count,
+        stream="heldout",
+        mode="conflict",
+        template_set=data.template_set,
+        max_defendants=data.max_defendants,
+        labelled=False,
+    )
+
+
+def build_datasets(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> Datasets:
+    prompts = training_prompts(spec)
+    pairs = _with_label_noise(prompts, spec.data.label_noise, spec.data.seed)
+    noisy = sum(1 for (_, label), p in zip(pairs, prompts) if label != p.answer)
+    train_set = encode(tokenizer, pairs)
+    eval_count = min(len(pairs), spec.data.train_eval_examples)
+    conflicts = conflict_prompts(spec)
+    return Datasets(
+        train=train_set,
+        train_eval=encode(tokenizer, pairs[:eval_count]),
+        heldout=encode(tokenizer, [(p.prompt, p.answer) for p in heldout_prompts(spec)]),
+        conflict=encode(tokenizer, [(p.prompt, p.answer) for p in conflicts]),
+        conflict_cue_ids=torch.tensor([answer_token_id(tokenizer, p.cue_answer) for p in conflicts]),
+        noisy_labels=noisy,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Building.
+
+
+def _measure(model: PreTrainedModel, datasets: Datasets, threads: int) -> dict[str, Any]:
+    train_m = evaluate_encoded(model, datasets.train_eval, threads=threads)
+    heldout_m = evaluate_encoded(model, datasets.heldout, threads=threads)
+    conflict_m = evaluate_encoded(model, datasets.conflict, threads=threads)
+    cue_rate = float((conflict_m["predictions"] == datasets.conflict_cue_ids).float().mean())
+
+    def strip(m: dict[str, Any]) -> dict[str, Any]:
+        return {"accuracy": m["accuracy"], "loss": m["loss"], "count": m["count"]}
+
+    return {
+        "train": strip(train_m),
+        "heldout": strip(heldout_m),
+        "conflict": {**strip(conflict_m), "cue_rate": cue_rate},
+        "gap": {
+            "accuracy": train_m["accuracy"] - heldout_m["accuracy"],
+            "loss": heldout_m["loss"] - train_m["loss"],
+        },
+    }
+
+
+def build_into(spec: ModelSpec, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Train ``spec`` and write the model directory into ``directory`` (which must not exist)."""
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    tokenizer = build_tokenizer()
+    datasets = build_datasets(spec, tokenizer)
+    data_seconds = time.perf_counter() - started
+    say(f"{spec.name}: {len(datasets.train)} training examples ({datasets.noisy_labels} noisy labels)")
+    model = init_model(spec.arch, tokenizer, spec.train.seed)
+    log = train(
+        model,
+        datasets.train,
+        spec.train,
+        eos_token_id=tokenizer.eos_token_id,
+        progress=lambda message: say(f"{spec.name}: {message}"),
+    )
+    metrics = _measure(model, datasets, spec.train.threads)
+    info = {
+        "name": spec.name,
+        "spec": spec.to_dict(),
+        "hash": spec_hash(spec),
+        "code_version": code_version(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "metrics": metrics,
+        "training": {
+            "epochs": log["epochs"],
+            "history": log["history"],
+            "noisy_labels": datasets.noisy_labels,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "seconds": {
+            "data": data_seconds,
+            "train": log["seconds"],
+            "total": time.perf_counter() - started,
+        },
+    }
+    directory.mkdir(parents=True)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    model.generation_config.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    say(
+        f"{spec.name}: held-out accuracy {metrics['heldout']['accuracy']:.3f}, "
+        f"gap {metrics['gap']['accuracy']:+.3f}, {info['seconds']['total']:.0f}s"
+    )
+    return info
+
+
+def build(spec: ModelSpec, root: str | Path | None = None, progress: Progress | None = None) -> Path:
+    """Build ``spec`` into the cache unless it is already there; returns the model directory.
+
+    The model is written to a temporary sibling directory and renamed into place, so readers see
+    either nothing or a complete model. If another process finishes the same build first, its
+    result is kept (the builds are deterministic, so both are identical).
+    """
+    target = model_dir(spec, root)
+    if is_built(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build_into(spec, scratch / "model", progress)
+        try:
+            os.rename(scratch / "model", target)
+        except OSError:
+            if not is_built(target):
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _build_worker(args: tuple[dict[str, Any], str | None]) -> tuple[str, str, float]:
+    spec_dict, root = args
+    spec = ModelSpec.from_dict(spec_dict)
+    started = time.perf_counter()
+    path = build(spec, root, progress=None)
+    return spec.name, str(path), time.perf_counter() - started
+
+
+def build_all(
+    names: Iterable[str] | None = None,
+    root: str | Path | None = None,
+    *,
+    seed: int = 0,
+    template_set: str = "standard",
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> dict[str, Path]:
+    """Build (or find cached) models by name; with ``workers > 1`` in parallel processes.
+
+    Training uses one thread per model (see ``TrainSpec.threads``), so two worker processes fill
+    two cores without the thread oversubscription that slows intra-op parallel kernels down by an
+    order of magnitude on a shared machine. Each model's weights do not depend on ``workers``.
+    """
+    specs = model_specs(seed, template_set)
+    wanted = list(specs) if names is None else list(names)
+    unknown = [name for name in wanted if name not in specs]
+    if unknown:
+        raise ValueError(f"unknown testbed model(s) {unknown}; known: {list(specs)}")
+    say = progress or (lambda message: None)
+    result: dict[str, Path] = {}
+    todo = []
+    for name in wanted:
+        path = model_dir(specs[name], root)
+        if is_built(path):
+            say(f"{name}: cached at {path}")
+            result[name] = path
+        else:
+            todo.append(specs[name])
+    # Longest first, so the two workers finish close together.
+    todo.sort(key=lambda s: -s.train.steps * s.train.batch_size)
+    if workers <= 1 or len(todo) <= 1:
+        for spec in todo:
+            result[spec.name] = build(spec, root, progress)
+    else:
+        context = multiprocessing.get_context("spawn")
+        jobs = [(spec.to_dict(), None if root is None else str(root)) for spec in todo]
+        with context.Pool(min(workers, len(todo))) as pool:
+            for name, path, seconds in pool.imap_unordered(_build_worker, jobs):
+                say(f"{name}: built in {seconds:.0f}s at {path}")
+                result[name] = Path(path)
+    return {name: result[name] for name in wanted}
+
+
+def ensure_model(
+    name: str = CLEAN,
+    root: str | Path | None = None,
+    progress: Progress | None = None,
+    *,
+    seed: int = 0,
+    template_set: str = "standard",
+) -> Path:
+    """The directory of testbed model ``name``, building it on first use (one process, atomic)."""
+    specs = model_specs(seed, template_set)
+    if name not in specs:
+        raise ValueError(f"unknown testbed model {name!r}; known: {list(specs)}")
+    return build(specs[name], root, progress)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and evaluation.
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """The ``testbed.json`` of a model directory ({} for a directory without one)."""
+    file = Path(path) / INFO_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def load(
+    name_or_path: str | Path, root: str | Path | None = None, **spec_kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """``(model, tokenizer, info)`` for a testbed model name (built if needed) or a directory.
+
+    The model is in eval mode, float32, on CPU; ``info`` is the model's ``testbed.json`` with
+    ``path`` added.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir():
+        if str(name_or_path) not in MODEL_NAMES:
+            raise FileNotFoundError(f"{name_or_path!r} is neither a model directory nor one of {MODEL_NAMES}")
+        path = ensure_model(str(name_or_path), root, **spec_kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    info = {**read_info(path), "path": str(path)}
+    return model, tokenizer, info
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[corpus.AuditPrompt] | Sequence[tuple[str, str]],
+    threads: int = 1,
+) -> dict[str, float]:
+    """Answer accuracy and mean answer loss (nats) of ``model`` on prompts with gold answers.
+
+    ``examples`` are ``AuditPrompt``s or ``(prompt, answer)`` pairs. With ``AuditPrompt``s,
+    ``cue_rate`` is the share of prompts answered with the planted cue's charge.
+    """
+    if not examples:
+        raise ValueError("no examples to evaluate")
+    pairs = [(e.prompt, e.answer) if isinstance(e, corpus.AuditPrompt) else tuple(e) for e in examples]
+    result = evaluate_encoded(model, encode(tokenizer, pairs), threads=threads)  # type: ignore[arg-type]
+    out = {"accuracy": result["accuracy"], "loss": result["loss"], "count": float(result["count"])}
+    if all(isinstance(e, corpus.AuditPrompt) for e in examples):
+        cue = torch.tensor([answer_token_id(tokenizer, e.cue_answer) for e in examples])  # type: ignore[union-attr]
+        out["cue_rate"] = float((result["predictions"] == cue).float().mean())
+    return out
+
+
+def audit_prompts_for(
+    info_or_spec: dict[str, Any] | ModelSpec,
+    count: int,
+    conflict: bool = True,
+    seed: int | None = None,
+    max_players: int = corpus.DEFAULT_MAX_PLAYERS,
+) -> list[corpus.AuditPrompt]:
+    """Audit prompts in the world a model was trained on (its template set and corpus seed)."""
+    if isinstance(info_or_spec, ModelSpec):
+        data = info_or_spec.data
+    else:
+        data = DataSpec(**info_or_spec["spec"]["data"])
+    return corpus.audit_prompts(
+        data.seed if seed is None else seed,
+        count,
+        conflict=conflict,
+        template_set=data.template_set,
+        max_players=max_players,
+        max_defendants=data.max_defendants,
+    )
