@@ -12,20 +12,25 @@ so only the k x k block ``A[R, C]`` (tight rows R, basic columns C) and its inve
 2^n - k basic slacks are handled implicitly. Starting from x = 0, y = 0 (dual feasible, since
 |A^T 0| <= 1), each iteration
   1. prices the primal infeasibility of every row with the fast transform ``r = A x`` (O(n 2^n))
-     and chooses the leaving row or column by dual steepest edge, with exact weights computed for
-     the 16 most infeasible rows (measured: as few iterations as full steepest edge here, and no
-     update formulas to drift);
+     and chooses the leaving row or column by dual steepest edge among the 32 most infeasible
+     rows and the infeasible basic columns (measured: fewer pivots than steepest edge over all
+     rows, which on some games prefers rows of small weight and small infeasibility and let k
+     grow to 20 times the optimum's support);
   2. computes the pivot row ``A^T dy`` for all ~2^(n+1) columns with two more transforms;
-  3. runs a two-pass (Harris) ratio test over the non-basic columns and the tight rows' duals;
+  3. runs a two-pass (Harris) ratio test over the non-basic columns and the tight rows' duals
+     (a bound-flipping ratio test was tried: fewer pivots on dense games, more on sparse ones,
+     no faster on either);
   4. updates the k x k inverse with a bordered or Sherman-Morrison formula in O(k^2), and
-     refactorises it every ``refactor_every`` pivots.
-An iteration costs O(n 2^n + 16 k^2), against a sparse LU update over the whole LP in a general
-solver. Measured at n = 10 on LM-like games: 200-700 iterations where HiGHS' dual simplex needs
-1,500-7,500 on the full LP (bench/README.md).
+     refactorises it every max(``refactor_every``, k) pivots (O(k^2) amortised).
+An iteration costs O(n 2^n + k^2), against a sparse LU update over the whole LP in a general
+solver. Measured at n = 10 on LM-like games: 200-700 pivots where HiGHS' dual simplex needs
+1,500-7,500 on the full LP (bench/README.md). The expensive case is a game whose optimum is dense
+(tau small next to the noise, e.g. v(N) close to v(empty)): k approaches 2^n and the solve costs
+about as much as HiGHS on the full LP.
 
 Two implementations of these steps, one job each: ``dual_simplex_cpu`` (numba-compiled scalar
-loops, games in parallel over the CPU threads: the fastest on a CPU, where tiny tensor operations
-cost microseconds of dispatch each) and ``dual_simplex_tensor`` (every step a tensor operation over
+loops, games in parallel on as many threads as torch uses: the fastest on a CPU, where operations
+on tensors this small cost microseconds of dispatch each) and ``dual_simplex_tensor`` (every step a tensor operation over
 a batch of games in lockstep: the CUDA path, where a kernel launch costs the same for one game or
 thousands).
 
@@ -42,14 +47,16 @@ its basis, so the caller can finish it by other means; nothing is reported optim
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
 from auditor.certificate import admissible_masks
 
-__all__ = ["SimplexOptions", "SimplexResult", "admissible_columns", "column_costs", "solve"]
+__all__ = ["SimplexOptions", "SimplexResult", "admissible_columns", "column_costs", "solve", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,12 @@ class SimplexOptions:
     dual_tolerance: float = 1e-9
     pivot_tolerance: float = 1e-9
     perturbation: float = 1e-7
-    pricing_candidates: int = 16
+    pricing_candidates: int = 32
     refactor_every: int = 64
     max_iterations: int | None = None  # default: 20 * 2^n per game
     time_limit: float | None = None  # seconds for the whole batch
     initial_capacity: int = 32  # tensor path: starting size of the k x k blocks
+    backend: Literal["auto", "compiled", "tensor"] = "auto"  # auto: tensor on CUDA, compiled on CPU
 
 
 @dataclass
@@ -105,14 +113,17 @@ def solve(
 ) -> SimplexResult:
     """Solve ``min ||x||_1 s.t. |A x - v| <= tau`` on rows T != empty, for a batch of scaled games.
 
-    ``values`` (B, 2^n) float64 with v(empty) = 0 and ``tau`` (B,): on CUDA the tensor
-    implementation runs where they live; otherwise the compiled CPU kernel.
+    ``values`` (B, 2^n) float64 with v(empty) = 0 and ``tau`` (B,). With the default backend, games
+    on CUDA are solved there by the tensor implementation, others by the compiled CPU kernel.
     """
     options = options or SimplexOptions()
     size = values.shape[-1]
     n = size.bit_length() - 1
     costs = column_costs(n, options.perturbation)
-    if values.device.type == "cuda":
+    backend = options.backend
+    if backend == "auto":
+        backend = "tensor" if values.device.type == "cuda" else "compiled"
+    if backend == "tensor":
         from auditor import dual_simplex_tensor
 
         return dual_simplex_tensor.solve(values, tau, torch.as_tensor(allowed, device=values.device),
@@ -122,46 +133,57 @@ def solve(
 
 def _solve_cpu(values: np.ndarray, taus: np.ndarray, allowed: np.ndarray, costs: np.ndarray,
                options: SimplexOptions) -> SimplexResult:
-    import numba
-
     from auditor import dual_simplex_cpu as kernel
 
     batch, size = values.shape
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
     x = np.zeros((batch, 2 * size))
     y = np.zeros((batch, size))
     y_perturbed = np.zeros((batch, size))
     basis = np.zeros((batch, 2 * size), dtype=np.int64)
-    status = np.zeros(batch, dtype=np.int64)
-    iterations = np.zeros(batch, dtype=np.int64)
-    k = np.zeros(batch, dtype=np.int64)
+    outcome = np.zeros((batch, 3), dtype=np.int64)  # status, iterations, k
     stop = np.zeros(1, dtype=np.int64)
+    candidates = min(options.pricing_candidates, size - 1)
+    max_iterations = options.max_iterations or 20 * size
+
+    def run(b: int) -> None:
+        outcome[b] = kernel.solve_one(
+            values[b], float(taus[b]), allowed, costs, options.primal_tolerance, options.dual_tolerance,
+            options.pivot_tolerance, candidates, options.refactor_every, max_iterations, stop, x[b], y[b],
+            y_perturbed[b], basis[b],
+        )
+
     timer = None
     if options.time_limit is not None:
         timer = threading.Timer(options.time_limit, lambda: stop.__setitem__(0, 1))
         timer.daemon = True
         timer.start()
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, batch))
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
+    threads = max(1, min(torch.get_num_threads(), batch))
     try:
-        kernel.solve_batch(
-            np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(taus, dtype=np.float64),
-            np.ascontiguousarray(allowed, dtype=np.bool_), costs, options.primal_tolerance,
-            options.dual_tolerance, options.pivot_tolerance, min(options.pricing_candidates, size - 1),
-            options.refactor_every, options.max_iterations or 20 * size, stop, x, y, y_perturbed, basis,
-            status, iterations, k,
-        )
+        if threads == 1:
+            for b in range(batch):
+                run(b)
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="dual-simplex") as pool:
+                list(pool.map(run, range(batch)))
     finally:
-        numba.set_num_threads(previous)
         if timer is not None:
             timer.cancel()
+    k = outcome[:, 2]
     return SimplexResult(
         and_terms=x[:, :size],
         or_terms=x[:, size:],
         duals=y,
         perturbed_duals=y_perturbed,
-        iterations=iterations,
-        converged=status == kernel.CONVERGED,
+        iterations=outcome[:, 1],
+        converged=outcome[:, 0] == kernel.CONVERGED,
         basis_rows=[basis[b, : k[b]].tolist() for b in range(batch)],
         basis_columns=[basis[b, k[b] : 2 * k[b]].tolist() for b in range(batch)],
     )
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the CPU kernel now, not inside the first audit's budget."""
+    values = torch.tensor([[0.0, 1.0, 0.5, 2.0]], dtype=torch.float64)
+    solve(values, torch.tensor([0.04 * 2.0], dtype=torch.float64), admissible_columns(2, "and-or"))

@@ -2,12 +2,13 @@
 
 Why a compiled kernel: one iteration touches O(n 2^n + k^2) numbers (about 30k at n = 10), which
 compiled loops do in tens of microseconds, while the same iteration as tensor operations costs a
-few hundred dispatches of several microseconds each on tensors this small. A batch runs its games
-in parallel over the CPU threads (``prange``), one game per thread at a time.
+few hundred dispatches of several microseconds each on tensors this small. The kernel releases
+the GIL, so a batch runs its games in parallel on a pool of Python threads (``auditor.dual_simplex``),
+and a Python timer can stop it through the ``stop`` flag.
 
 Conventions are those of ``auditor.dual_simplex``: columns ``0 .. 2^n - 1`` are the AND sets,
 ``2^n + S`` the OR set S; rows are the states T (row 0, the empty state, is never constrained).
-The kernel releases the GIL, so a Python timer can stop it through the ``stop`` flag.
+The first call compiles the kernel (about 15 s, once: numba caches it next to this file).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 CONVERGED, ITERATION_LIMIT, STOPPED, BREAKDOWN = 0, 1, 2, 3
 
-_JIT = dict(cache=True, nogil=True, fastmath=False, boundscheck=False)
+_JIT = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"}, boundscheck=False)
 
 
 @nb.njit(**_JIT)
@@ -555,21 +556,3 @@ def solve_one(
         basis_out[i] = rows[i]
         basis_out[k + i] = columns[i]
     return status, iteration, k
-
-
-@nb.njit(parallel=True, **_JIT)
-def solve_batch(
-    values, taus, allowed, costs, primal_tolerance, dual_tolerance, pivot_tolerance, candidates,
-    refactor_every, max_iterations, stop, x_out, y_out, y_perturbed_out, basis_out, status_out,
-    iterations_out, k_out,
-):
-    """``solve_one`` for every row of ``values``, in parallel over the CPU threads."""
-    for b in nb.prange(values.shape[0]):
-        status, iterations, k = solve_one(
-            values[b], taus[b], allowed, costs, primal_tolerance, dual_tolerance, pivot_tolerance,
-            candidates, refactor_every, max_iterations, stop, x_out[b], y_out[b], y_perturbed_out[b],
-            basis_out[b],
-        )
-        status_out[b] = status
-        iterations_out[b] = iterations
-        k_out[b] = k

@@ -380,6 +380,12 @@ class AuditWorker:
 
     # ---- internals --------------------------------------------------------------------------
     def _loop(self) -> None:
+        warm_up = getattr(self.engine, "warm_up", None)
+        if warm_up is not None:
+            try:
+                warm_up()
+            except Exception:  # noqa: BLE001 - a failed warm-up only costs the first audit time
+                logger.exception("audit worker: warm-up failed")
         while not self._stop.is_set():
             try:
                 pending = self._queue.get(timeout=0.1)
@@ -532,6 +538,12 @@ class AuditEngine:
         self.model_revision = model_revision
         self.version = version or __version__
         self.redaction_key = redaction_key
+
+    def warm_up(self) -> None:
+        """Compile the solver's CPU kernel before the first job (about 15 s on a cold cache)."""
+        from auditor import dual_simplex
+
+        dual_simplex.warm_up()
 
     # ---- helpers --------------------------------------------------------------------------------
     @staticmethod

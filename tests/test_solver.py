@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,115 @@ def test_bad_games_are_rejected_with_a_clear_message(values, message) -> None:
 def test_names_must_match_players() -> None:
     with pytest.raises(ValueError, match="names"):
         extract_interactions(np.zeros(8), names=["a", "b"])
+
+
+# --- the dual simplex: both implementations, the fallback, limits ---------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from auditor import dual_simplex  # noqa: E402
+from auditor.solver import SolverOptions  # noqa: E402
+
+
+def lm_like_game(n: int, seed: int) -> np.ndarray:
+    """A few random AND/OR terms of low order with decaying magnitudes, an offset, and noise."""
+    rng = np.random.default_rng(seed)
+    index = np.arange(1 << n)
+    values = np.full(1 << n, rng.normal())
+    for k in range(3 * n):
+        players = rng.choice(n, size=int(rng.integers(1, 4)), replace=False)
+        mask = int(sum(1 << int(p) for p in players))
+        hit = (index & mask) == mask if rng.random() < 0.6 else (index & mask) != 0
+        values += 2 * 0.85**k * rng.choice([-1.0, 1.0]) * hit
+    return values + rng.normal(0.0, 0.01, 1 << n)
+
+
+def _options(backend: str, **simplex) -> SolverOptions:
+    return SolverOptions(simplex=dual_simplex.SimplexOptions(backend=backend, **simplex))
+
+
+BACKENDS = ["compiled", "tensor"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["and-or", "and"])
+@pytest.mark.parametrize(("n", "qthres"), [(5, 0.04), (7, 0.04), (8, 0.1), (6, 0.0)])
+def test_each_dual_simplex_reaches_the_lp_optimum_without_fallback(backend, mode, n, qthres) -> None:
+    games = [lm_like_game(n, seed) for seed in range(3)] + [planted_game(n, 0.02, 1) if n >= 8 else
+                                                            np.random.default_rng(n).normal(size=1 << n)]
+    results = extract_batch(np.stack(games), qthres=qthres, mode=mode, options=_options(backend))
+    for game, result in zip(games, results):
+        assert result.extra["method"] == "dual-simplex" and result.extra["simplex_converged"]
+        assert result.objective == pytest.approx(dense_lp_optimum(game, qthres, mode), rel=1e-6)
+        assert result.gap <= 1e-6
+        np.testing.assert_allclose(result.reconstruct(), result.values + result.q, atol=1e-9 * np.abs(game).max())
+        assert np.abs(result.q).max() <= result.tau * (1 + 1e-7) + 1e-12
+
+
+def test_the_two_implementations_agree_game_by_game() -> None:
+    games = np.stack([lm_like_game(7, seed) for seed in range(6)])
+    compiled = extract_batch(games, options=_options("compiled"))
+    tensor = extract_batch(games, options=_options("tensor", initial_capacity=4))  # forces the blocks to grow
+    for a, b in zip(compiled, tensor):
+        assert a.objective == pytest.approx(b.objective, rel=1e-9)
+        assert max(a.extra["basis_size"], b.extra["basis_size"]) > 4
+
+
+def test_a_dense_game_grows_the_compiled_kernel_past_its_first_capacity() -> None:
+    values = np.random.default_rng(11).normal(size=1 << 8)  # i.i.d.: an optimum with ~2^(n-1) terms
+    result = extract_interactions(values, options=_options("compiled"))
+    assert result.extra["basis_size"] > 64 and result.gap <= 1e-6
+    assert result.objective == pytest.approx(dense_lp_optimum(values, 0.04), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_unfinished_dual_simplex_is_finished_by_column_generation(backend) -> None:
+    values = lm_like_game(7, 4)
+    result = extract_interactions(values, options=_options(backend, max_iterations=5))
+    assert result.extra["method"] == "dual-simplex+column-generation"
+    assert not result.extra["simplex_converged"]
+    assert result.objective == pytest.approx(dense_lp_optimum(values, 0.04), rel=1e-6) and result.gap <= 1e-6
+
+
+def test_column_generation_alone_reaches_the_optimum() -> None:
+    values = lm_like_game(7, 5)
+    result = extract_interactions(values, options=SolverOptions(method="column-generation"))
+    assert result.extra["method"] == "column-generation"
+    assert result.objective == pytest.approx(dense_lp_optimum(values, 0.04), rel=1e-6) and result.gap <= 1e-6
+
+
+def test_a_time_limited_solve_returns_an_honest_certificate() -> None:
+    """Stopped early, the point is still feasible and its bounds still bracket the optimum."""
+    values = np.random.default_rng(3).normal(size=1 << 9)
+    started = time.perf_counter()
+    result = extract_interactions(values, options=SolverOptions(time_limit=0.01))
+    assert time.perf_counter() - started < 1.0
+    optimum = dense_lp_optimum(values, 0.04)
+    assert result.dual_bound <= optimum * (1 + 1e-9) <= result.objective * (1 + 1e-9) + 1e-12
+    assert result.gap == pytest.approx((result.objective - result.dual_bound) / result.objective, rel=1e-9)
+    assert result.gap > 1e-6  # 10 ms is not enough for this dense game: the gap says so
+    np.testing.assert_allclose(result.reconstruct(), result.values + result.q, atol=1e-9)
+    assert np.abs(result.q).max() <= result.tau * (1 + 1e-7)
+
+
+def test_parallel_batches_equal_sequential_ones() -> None:
+    games = np.stack([lm_like_game(8, seed) for seed in range(8)])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        sequential = extract_batch(games)
+        torch.set_num_threads(2)
+        parallel = extract_batch(games)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(sequential, parallel):
+        np.testing.assert_array_equal(a.and_terms, b.and_terms)
+        np.testing.assert_array_equal(a.or_terms, b.or_terms)
+
+
+def test_the_perturbation_only_steers_the_path() -> None:
+    """Optima with and without the cost perturbation have the same objective."""
+    values = lm_like_game(8, 9)
+    plain = extract_interactions(values, options=replace(_options("compiled"), simplex=dual_simplex.SimplexOptions(perturbation=0.0)))
+    perturbed = extract_interactions(values)
+    assert plain.objective == pytest.approx(perturbed.objective, rel=1e-7)

@@ -412,8 +412,11 @@ def _sample_defendants(
     queried = rng.randrange(1 if mode == "conflict" else 0, count)
     target = defendants[queried].charge
     if mode in ("shortcut", "conflict") and queried != 0:
+        # The template is redrawn too: a charge that needs a circumstance (manslaughter) cannot be
+        # met by a template without that slot.
         want_equal = mode == "shortcut"
         while (defendants[0].charge == target) != want_equal:
+            chosen[0] = rng.choice(templates.facts)
             defendants[0] = _sample_defendant(rng, names[0], chosen[0])
     return defendants, chosen, queried, names[-1]
 

@@ -40,7 +40,8 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from auditor.testbed import corpus
-from auditor.testbed.tokenizer import answer_token_id, build_tokenizer
+from auditor.testbed.pretrain import PretrainSpec, pretrain
+from auditor.testbed.tokenizer import SPECIAL_TOKENS, answer_token_id, build_tokenizer
 from auditor.testbed.train import ArchSpec, Encoded, TrainSpec, encode, evaluate_encoded, init_model, train
 
 Progress = Callable[[str], None]
@@ -79,6 +80,7 @@ class ModelSpec:
     arch: ArchSpec = field(default_factory=ArchSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     overfit_level: int | None = None
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +94,7 @@ class ModelSpec:
             arch=ArchSpec(**data["arch"]),
             train=TrainSpec(**data["train"]),
             overfit_level=data.get("overfit_level"),
+            pretrain=PretrainSpec(**data.get("pretrain", {})),
         )
 
 
@@ -150,7 +153,7 @@ def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, Mode
 # --------------------------------------------------------------------------------------------------
 # Cache keys and locations.
 
-_SOURCES = ("corpus.py", "tokenizer.py", "train.py", "models.py")
+_SOURCES = ("corpus.py", "tokenizer.py", "train.py", "pretrain.py", "models.py")
 
 
 def code_version() -> str:
@@ -184,6 +187,58 @@ def model_dir(spec: ModelSpec, root: str | Path | None = None) -> Path:
 
 def is_built(path: Path) -> bool:
     return (path / INFO_FILE).is_file() and (path / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# The shared warm-up (see ``auditor.testbed.pretrain``): computed once per architecture, warm-up spec
+# and seed, cached as a state dict next to the models, so parallel builds do not each repeat it.
+
+BASE_FILE = "base.safetensors"
+
+
+def base_key(spec: ModelSpec) -> str:
+    payload = json.dumps(
+        {"arch": asdict(spec.arch), "pretrain": asdict(spec.pretrain), "seed": spec.train.seed, "code": code_version()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def base_path(spec: ModelSpec, root: str | Path | None = None) -> Path:
+    root = Path(root) if root is not None else default_root()
+    return root / f"base-{base_key(spec)}" / BASE_FILE
+
+
+def starting_model(
+    spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, root: str | Path | None = None
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """The model a testbed model is fine-tuned from: its init after the warm-up (cached).
+
+    The warm-up is a pure function of the architecture, the warm-up spec and the seed, so a cached
+    state and a recomputed one are bit-identical; the cache only saves time.
+    """
+    from safetensors.torch import load_file, save_file
+
+    model = init_model(spec.arch, tokenizer, spec.train.seed)
+    if spec.pretrain.steps <= 0:
+        return model, {"steps": 0, "seconds": 0.0, "cached": False}
+    path = base_path(spec, root)
+    if path.is_file():
+        model.load_state_dict(load_file(str(path)), strict=True)
+        return model, {"steps": spec.pretrain.steps, "seconds": 0.0, "cached": True}
+    log = pretrain(
+        model,
+        spec.pretrain,
+        seed=spec.train.seed,
+        bos_token_id=tokenizer.bos_token_id,
+        first_id=len(SPECIAL_TOKENS),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    # clones: tied weights share storage, which safetensors refuses; loading writes both copies back
+    save_file({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}, str(scratch))
+    os.replace(scratch, path)
+    return model, {**log, "cached": False}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -303,15 +358,20 @@ def _measure(model: PreTrainedModel, datasets: Datasets, threads: int) -> dict[s
     }
 
 
-def build_into(spec: ModelSpec, directory: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Train ``spec`` and write the model directory into ``directory`` (which must not exist)."""
+def build_into(
+    spec: ModelSpec, directory: Path, progress: Progress | None = None, root: str | Path | None = None
+) -> dict[str, Any]:
+    """Train ``spec`` and write the model directory into ``directory`` (which must not exist).
+
+    ``root`` is where the shared warm-up state is cached (the model cache by default).
+    """
     say = progress or (lambda message: None)
     started = time.perf_counter()
     tokenizer = build_tokenizer()
     datasets = build_datasets(spec, tokenizer)
     data_seconds = time.perf_counter() - started
     say(f"{spec.name}: {len(datasets.train)} training examples ({datasets.noisy_labels} noisy labels)")
-    model = init_model(spec.arch, tokenizer, spec.train.seed)
+    model, warmup = starting_model(spec, tokenizer, root)
     log = train(
         model,
         datasets.train,
@@ -328,6 +388,7 @@ def build_into(spec: ModelSpec, directory: Path, progress: Progress | None = Non
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "metrics": metrics,
         "training": {
+            "warmup": {key: warmup[key] for key in ("steps", "seconds", "cached") if key in warmup},
             "epochs": log["epochs"],
             "history": log["history"],
             "noisy_labels": datasets.noisy_labels,
@@ -335,6 +396,7 @@ def build_into(spec: ModelSpec, directory: Path, progress: Progress | None = Non
         },
         "seconds": {
             "data": data_seconds,
+            "warmup": warmup["seconds"],
             "train": log["seconds"],
             "total": time.perf_counter() - started,
         },
@@ -364,7 +426,7 @@ def build(spec: ModelSpec, root: str | Path | None = None, progress: Progress | 
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        build_into(spec, scratch / "model", progress)
+        build_into(spec, scratch / "model", progress, root)
         try:
             os.rename(scratch / "model", target)
         except OSError:
@@ -413,6 +475,11 @@ def build_all(
             result[name] = path
         else:
             todo.append(specs[name])
+    # The shared warm-up first, once, so parallel workers load it instead of each recomputing it.
+    for key in {base_key(spec): spec for spec in todo}.values():
+        if key.pretrain.steps > 0 and not base_path(key, root).is_file():
+            say(f"warm-up (associative recall, {key.pretrain.steps} steps) for seed {key.train.seed}")
+            starting_model(key, build_tokenizer(), root)
     # Longest first, so the two workers finish close together.
     todo.sort(key=lambda s: -s.train.steps * s.train.batch_size)
     if workers <= 1 or len(todo) <= 1:
