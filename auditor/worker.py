@@ -21,7 +21,9 @@ per-audit time budget:
 
 Engine threads run one at a time (a slot shared with synchronous audits from :meth:`audit_now`),
 so a background audit and an on-demand audit never compete for the same cores; time spent waiting
-for the slot counts against the budget.
+for the slot counts against the budget. The engine's one-off warm-up (compiling the solver kernel,
+seconds on a cold cache) runs beside the queue when the worker starts; jobs taken meanwhile wait
+for it outside their budget.
 
 The worker is mechanics only: what an audit computes is the ``engine``'s business (see
 :class:`AuditEngine` for the real one and :class:`Engine` for the interface).
@@ -313,12 +315,14 @@ class AuditWorker:
         self._abandoned: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._busy = False
+        self._warm = threading.Event()
         self.processed = 0
         self.dropped = 0
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self) -> AuditWorker:
         if self._thread is None:
+            threading.Thread(target=self._warm_up, name="audit-warm-up", daemon=True).start()
             self._thread = threading.Thread(target=self._loop, name="audit-worker", daemon=True)
             self._thread.start()
             self.telemetry.set_queue_depth(0)
@@ -367,6 +371,8 @@ class AuditWorker:
     def audit_now(self, job: AuditJob, timeout_s: float | None = None) -> AuditRecord:
         """Run ``job`` now, bypassing the queue, block until it ends and return its stored record
         (outcome ``timeout`` when it ran over ``timeout_s``, default the worker's budget)."""
+        if self._thread is not None:
+            self._warm.wait()
         return self._execute(job, self.timeout_s if timeout_s is None else float(timeout_s))
 
     def join(self, timeout: float = 10.0) -> bool:
@@ -379,13 +385,19 @@ class AuditWorker:
         return False
 
     # ---- internals --------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _warm_up(self) -> None:
+        """One-off start-up cost (compiling the solver kernel) paid beside the queue, so the queue
+        keeps its usual shape while it runs and no audit's time budget is charged for it."""
         warm_up = getattr(self.engine, "warm_up", None)
-        if warm_up is not None:
-            try:
+        try:
+            if warm_up is not None:
                 warm_up()
-            except Exception:  # noqa: BLE001 - a failed warm-up only costs the first audit time
-                logger.exception("audit worker: warm-up failed")
+        except Exception:  # noqa: BLE001 - a failed warm-up only costs the first audit time
+            logger.exception("audit worker: warm-up failed")
+        finally:
+            self._warm.set()
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 pending = self._queue.get(timeout=0.1)
@@ -394,6 +406,8 @@ class AuditWorker:
             self._busy = True
             try:
                 self.telemetry.set_queue_depth(self._queue.qsize())
+                while not self._warm.wait(0.1) and not self._stop.is_set():
+                    pass
                 self._wait_for_abandoned()
                 pending.record = self._execute(pending.job, self.timeout_s)
             except Exception:  # pragma: no cover - _execute never raises; belt and braces

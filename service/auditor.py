@@ -13,9 +13,11 @@ Endpoints:
 - ``POST /audit``: audit one prompt now (synchronous; for compliance staff); returns the record.
 - ``GET /audits/{audit_id}``, ``GET /audits?since=&until=&flagged=&model=&limit=&cursor=``: records.
 - ``GET /auditor/status``: queue, worker and store state.
+- ``GET /report?from=&to=&model=&format=html|json``: the compliance report of a period
+  (``auditor.report``; parsing, threading and rendering in :mod:`service.report_route`).
 - BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready once the worker runs) and ``/metrics``.
 
-The record endpoints (``/audit``, ``/audits``, ``/auditor/status``) require
+The record endpoints (``/audit``, ``/audits``, ``/auditor/status``, ``/report``) require
 ``Authorization: Bearer <AUDITOR_AUTH_TOKEN>`` when a token is configured. The LLM service forwards
 them, so they are reachable on the product's single port.
 """
@@ -37,6 +39,7 @@ from starlette.routing import Route
 
 from auditor.worker import AuditJob
 from service.common import check_bearer, json_error, read_json, service_settings
+from service.report_route import report_response
 from service.schemas import AuditRequest, SubmitResponse, validation_message, error_field
 
 logger = logging.getLogger("interaction_auditor.auditor")
@@ -164,12 +167,18 @@ async def auditor_status(request: Request) -> Response:
     return JSONResponse(await anyio.to_thread.run_sync(auditor.status))
 
 
+async def report(request: Request) -> Response:
+    auditor = _instance()
+    return await report_response(request, auditor.store, auditor.settings.auth_token_value())
+
+
 records_app = Starlette(
     routes=[
         Route("/audit", audit_now, methods=["POST"]),
         Route("/audits", list_audits, methods=["GET"]),
         Route("/audits/{audit_id}", get_audit, methods=["GET"]),
         Route("/auditor/status", auditor_status, methods=["GET"]),
+        Route("/report", report, methods=["GET"]),
     ]
 )
 

@@ -12,7 +12,7 @@ Endpoints (one port):
   gives server-sent events) and ``GET /v1/models``; audit hints go in the extension field
   ``audit`` (``extra_body={"audit": {...}}`` with the ``openai`` client).
 - Forwarded to the auditor: ``POST /audit``, ``GET /audits``, ``GET /audits/{id}``,
-  ``GET /auditor/status``.
+  ``GET /auditor/status``, ``GET /report``.
 - BentoML's ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` (the metrics of both services:
   they share BentoML's Prometheus multiprocess directory).
 
@@ -66,6 +66,10 @@ logger = logging.getLogger("interaction_auditor.llm")
 
 SETTINGS = service_settings()
 _INSTANCE: LLM | None = None
+REPORT_TIMEOUT_S = 120.0  # a report reads (and hash-verifies) the whole store: longer than a record lookup
+# response headers of the auditor's routes passed on to the client (the report's CSP and no-store included)
+FORWARDED_RESPONSE_HEADERS = ("content-type", "www-authenticate", "cache-control", "content-security-policy",
+                              "x-content-type-options")
 
 
 def _instance() -> LLM:
@@ -258,6 +262,7 @@ api_app = Starlette(
         Route("/audits", forward_to_auditor, methods=["GET"]),
         Route("/audits/{audit_id}", forward_to_auditor, methods=["GET"]),
         Route("/auditor/status", forward_to_auditor, methods=["GET"]),
+        Route("/report", forward_to_auditor, methods=["GET"]),
     ]
 )
 
@@ -451,7 +456,8 @@ class LLM:
 
     async def forward(self, request: Request) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type", "accept")}
-        timeout = self.settings.sync_budget_s + 30.0 if request.url.path == "/audit" else 30.0
+        path = request.url.path
+        timeout = {"/audit": self.settings.sync_budget_s + 30.0, "/report": REPORT_TIMEOUT_S}.get(path, 30.0)
         try:
             resp = await self._auditor_client().request(
                 request.method, request.url.path, params=list(request.query_params.multi_items()),
@@ -459,7 +465,7 @@ class LLM:
             )
         except httpx.HTTPError as e:
             return json_error(503, None, f"the auditor service is unavailable: {type(e).__name__}: {e}")
-        keep = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "www-authenticate")}
+        keep = {k: v for k, v in resp.headers.items() if k.lower() in FORWARDED_RESPONSE_HEADERS}
         return Response(resp.content, status_code=resp.status_code, headers=keep)
 
     @bentoml.on_shutdown

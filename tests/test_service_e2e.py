@@ -125,6 +125,50 @@ def test_paging_filters_and_lookup_errors(audited):
     assert r.status_code == 404 and "does-not-exist" in r.json()["error"]
 
 
+def test_report_is_served_on_the_llm_port(audited):
+    """GET /report (forwarded by the LLM service to the auditor): HTML and JSON of exactly one audit."""
+    from datetime import datetime, timedelta
+
+    from auditor.report import ReportModel
+
+    spans = [{"text": "Alice", "label": "forbidden"}, {"text": "bicycle", "label": "relevant"}]
+    body = httpx.post(audited.url + "/generate", json={"prompt": PROMPT, "audit": {"spans": spans}},
+                      timeout=60).json()
+    record = _audit_of(audited, body["request_id"])
+    created = datetime.fromisoformat(record["created_at"].replace("Z", "+00:00"))
+    period = {"from": created.isoformat(), "to": (created + timedelta(milliseconds=1)).isoformat()}
+
+    r = httpx.get(audited.url + "/report", params=period, headers=AUTH, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]  # forwarded with the page
+    for section in ("models", "counts", "distributions", "flagged", "chain", "settings", "methods"):
+        assert f'<section id="{section}">' in r.text
+    assert f'data-audit-id="{record["audit_id"]}"' in r.text and 'data-chain-ok="true"' in r.text
+
+    r = httpx.get(audited.url + "/report", params={**period, "format": "json"}, headers=AUTH, timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.text
+    report = ReportModel.model_validate_json(r.text)
+    assert report.counts.total == 1 and report.counts.by_reason == {"labelled": 1}
+    assert [f.audit_id for f in report.flagged] == [record["audit_id"]]
+    assert [m.model_id for m in report.models] == [record["model_id"]]
+    assert report.chain.ok and report.chain.checked == report.store.records_in_store >= 1
+    other = httpx.get(audited.url + "/report", params={**period, "model": "no-such-model", "format": "json"},
+                      headers=AUTH, timeout=120)
+    assert ReportModel.model_validate_json(other.text).counts.total == 0
+
+
+def test_report_needs_the_token_and_names_bad_fields(audited):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = httpx.get(audited.url + "/report", headers=headers, timeout=30)
+        assert r.status_code == 401 and r.json()["field"] == "authorization", r.text
+    for params, field in (({"from": "yesterday"}, "from"), ({"until": "later"}, "until"),
+                          ({"format": "pdf"}, "format"), ({"model": "x" * 300}, "model"),
+                          ({"from": "2025-03-02", "to": "2025-03-01"}, "from"), ({"colour": "red"}, "colour")):
+        r = httpx.get(audited.url + "/report", params=params, headers=AUTH, timeout=30)
+        assert r.status_code == 400 and r.json()["field"] == field, r.text
+
+
 def test_synchronous_audit_on_demand(audited):
     r = httpx.post(audited.url + "/audit", headers=AUTH, timeout=300,
                    json={"prompt": PROMPT, "request_id": "on-demand-1", "spans": [{"text": "Alice"}, {"text": "shop"}]})
@@ -259,6 +303,18 @@ def test_auditor_that_raises_leaves_generation_working(raising):
     assert raising.metric_value("interaction_auditor_audits_total", outcome="success") == 0
     records = httpx.get(raising.url + "/audits", timeout=30).json()["audits"]  # no token configured
     assert records and all(r["outcome"] == "failed" and "injected fault" in r["error"] for r in records)
+
+
+def test_report_counts_failed_audits_without_a_token(raising):
+    """No token configured: /report is open; failed audits are counted and have no scores."""
+    from auditor.report import ReportModel
+
+    rid = _latencies(raising, 1)[0][1].json()["request_id"]
+    _audit_of(raising, rid, timeout=60)
+    report = ReportModel.model_validate_json(
+        httpx.get(raising.url + "/report", params={"format": "json"}, timeout=120).text)
+    assert report.counts.by_outcome.get("failed", 0) >= 1 and "success" not in report.counts.by_outcome
+    assert report.flagged == [] and all(d.count == 0 for d in report.distributions)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ Example::
     interaction-auditor audit --model ./my-model --prompt "Alice stole a bicycle. The charge is" \\
         --players 'Alice|stole|bicycle' --n 10 --json
 
-Scoring shows a progress bar on stderr (tokens pushed through the model), so ``--json`` output on
-stdout stays machine-readable.
+Loading the model shows a spinner and scoring a progress bar on stderr (tokens pushed through the
+model, then the LP solve), so ``--json`` output on stdout stays machine-readable. Options are checked
+before the model is loaded, so a typo costs no model load.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from typing import Any
 
 from auditor.cli import EXIT_BAD_INPUT, EXIT_MISSING_RESOURCE, CliError
 
+MAX_PLAYERS = 16  # = auditor.players.DEFAULT_MAX_PLAYERS (checked in tests/test_cli.py)
+
+EPILOG = """\
+model: a local Hugging Face directory (with a fast tokenizer), a hub id (HF_HUB_OFFLINE=1 to use
+  only the local cache), or testbed:NAME (clean, shortcut, overfit-1 .. overfit-4; built on first use).
+exit codes: 0 ok; 1 internal error; 2 bad input (options out of range, spans not in the prompt, an
+  empty prompt or answer, a prompt too long for the model); 3 the model cannot be loaded (missing
+  directory, no config.json, unknown hub id or testbed name, device not available)."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -25,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="explain one answer of a causal LM with AND-OR interactions",
         description="Score the model's answer on all 2^n masked versions of the prompt and print the "
         "certified AND-OR interactions between the players (words or spans).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="Hugging Face hub id, local model directory, or testbed:NAME")
     parser.add_argument("--prompt", required=True, help="the prompt (with --chat: the user message)")
@@ -43,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--qthres", type=float, default=0.04, help="bound on the q correction (fraction of |v(N)-v(0)|)")
     parser.add_argument("--mode", default="and-or", choices=["and-or", "and"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16, auto")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                        help="weights dtype (default float32; scores are computed in float32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --players random")
     parser.add_argument("--top", type=int, default=10, help="interactions to print (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -59,6 +72,30 @@ def _players_arg(value: str) -> str | list[str]:
     return spans
 
 
+def _check_options(args: argparse.Namespace) -> str | list[str]:
+    """Reject out-of-range options before the (slow) model load; returns the players argument."""
+    players = _players_arg(args.players)
+    if not args.prompt.strip():
+        raise CliError("--prompt is empty", EXIT_BAD_INPUT)
+    if args.n < 1:
+        raise CliError(f"--n must be at least 1, got {args.n}", EXIT_BAD_INPUT)
+    if args.n > MAX_PLAYERS:
+        raise CliError(f"--n {args.n} exceeds the cap of {MAX_PLAYERS} players (the game has 2^n states)",
+                       EXIT_BAD_INPUT)
+    if isinstance(players, list) and len(players) > MAX_PLAYERS:
+        raise CliError(f"--players: {len(players)} spans exceed the cap of {MAX_PLAYERS}", EXIT_BAD_INPUT)
+    if not 0.0 <= args.qthres < 1.0:
+        raise CliError(f"--qthres must be in [0, 1), got {args.qthres}", EXIT_BAD_INPUT)
+    if args.max_answer_tokens < 1:
+        raise CliError(f"--max-answer-tokens must be at least 1, got {args.max_answer_tokens}", EXIT_BAD_INPUT)
+    if args.top < 1:
+        raise CliError(f"--top must be at least 1, got {args.top}", EXIT_BAD_INPUT)
+    if args.answer == "":
+        raise CliError("--answer is empty: nothing to score (leave it out to score the model's own answer)",
+                       EXIT_BAD_INPUT)
+    return players
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -67,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
     from auditor.model_loading import ModelLoadError, load_model
     from auditor.players import PlayerError
 
-    players = _players_arg(args.players)
-    if args.n < 1:
-        raise CliError("--n must be at least 1", EXIT_BAD_INPUT)
+    players = _check_options(args)
+    err = Console(stderr=True)
     try:
-        loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+        with err.status(f"loading model {args.model}", spinner="dots"):
+            loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     except ModelLoadError as error:
         raise CliError(str(error), EXIT_MISSING_RESOURCE) from error
 
@@ -81,15 +118,16 @@ def run(args: argparse.Namespace) -> int:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
             {"role": "user", "content": args.prompt}
         ]
-    err = Console(stderr=True)
     with Progress(
-        TextColumn("scoring 2^n masks"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
         TimeElapsedColumn(), console=err, transient=args.json,
     ) as bar:
-        task = bar.add_task("scoring", total=None)
+        task = bar.add_task("scoring 2^n masks", total=None)
 
         def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            # scoring is done when every token is; the certified LP solve follows
+            description = "solving the AND-OR LP" if total and done >= total else "scoring 2^n masks"
+            bar.update(task, completed=done, total=total, description=description)
 
         try:
             result = audit_prompt(

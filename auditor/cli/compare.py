@@ -21,6 +21,8 @@ from typing import Any
 
 from auditor.cli import EXIT_BAD_INPUT, EXIT_MISSING_RESOURCE, CliError
 
+MAX_PLAYERS = 16  # = auditor.players.DEFAULT_MAX_PLAYERS (checked in tests/test_cli.py)
+
 EPILOG = """\
 models: a local Hugging Face directory, a hub id, testbed:NAME, or a bare testbed name
   (clean, shortcut, overfit-1 .. overfit-4; built on first use, minutes on a CPU).
@@ -61,12 +63,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="random sets drawn for the chance percentile (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sets")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16, auto")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                        help="weights dtype of both models (default float32)")
     parser.add_argument("--show", type=int, default=3, metavar="K",
                         help="prompts whose shared interactions are listed in the table output (default 3)")
     parser.add_argument("--out", default=None, metavar="FILE", help="also write the JSON report to FILE")
     parser.add_argument("--json", action="store_true", help="print the JSON report on stdout instead of tables")
     parser.set_defaults(handler=run)
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    """The remaining numeric options and the output path, checked before any model is loaded (a
+    comparison takes minutes: it must not fail at the end on a typo)."""
+    if args.n > MAX_PLAYERS:
+        raise CliError(f"--n {args.n} exceeds the cap of {MAX_PLAYERS} players (the game has 2^n states)",
+                       EXIT_BAD_INPUT)
+    if not 0.0 <= args.qthres < 1.0:
+        raise CliError(f"--qthres must be in [0, 1), got {args.qthres}", EXIT_BAD_INPUT)
+    if not 0.0 < args.salient_threshold <= 1.0:
+        raise CliError(f"--salient-threshold must be in (0, 1], got {args.salient_threshold}", EXIT_BAD_INPUT)
+    if args.max_answer_tokens < 1:
+        raise CliError(f"--max-answer-tokens must be at least 1, got {args.max_answer_tokens}", EXIT_BAD_INPUT)
+    if args.chance_draws < 1:
+        raise CliError(f"--chance-draws must be at least 1, got {args.chance_draws}", EXIT_BAD_INPUT)
+    if args.show < 0:
+        raise CliError(f"--show must be at least 0, got {args.show}", EXIT_BAD_INPUT)
+    if args.out:
+        parent = Path(args.out).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise CliError(f"--out: cannot write {args.out!r}: directory {str(parent)!r} does not exist",
+                           EXIT_BAD_INPUT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--alpha must be in [0, 1]", EXIT_BAD_INPUT)
     if args.max_prompts is not None and args.max_prompts < 1:
         raise CliError("--max-prompts must be at least 1", EXIT_BAD_INPUT)
+    _check_ranges(args)
     prompts_path = Path(args.prompts).expanduser()
     if not prompts_path.is_file():
         raise CliError(f"prompts file {str(prompts_path)!r} does not exist", EXIT_BAD_INPUT)

@@ -2,6 +2,14 @@
 
 Anyone with any model (text, image, tabular) can compute its 2^n masked outputs and get the
 certified AND-OR interactions, without this project knowing anything about the model.
+
+Example::
+
+    interaction-auditor interactions --values outputs.json --names judge,knife,alibi --json
+
+The solver (torch, HiGHS) is imported only when the command runs, not when the parser is built. A
+spinner on stderr shows the solve (seconds to minutes at n = 14..20); ``--json`` output on stdout
+stays machine-readable.
 """
 
 from __future__ import annotations
@@ -13,9 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.cli import EXIT_MISSING_RESOURCE, CliError
+from auditor.cli import EXIT_BAD_INPUT, CliError
 from auditor.interactions import DEFAULT_SALIENT_THRESHOLD, Interactions
-from auditor.solver import MAX_PLAYERS, extract_interactions
+
+MAX_PLAYERS = 20  # = auditor.solver.MAX_PLAYERS (checked in tests/test_cli.py); the solver loads torch
+
+EPILOG = """\
+values: index k holds the output with exactly the players of the set bits of k present
+  (k = 0: all masked, k = 2^n - 1: none masked); n <= 20.
+exit codes: 0 ok; 1 internal error; 2 bad input (a missing or unreadable --values file, a length
+  that is not 2^n, NaN or infinite entries, --names of the wrong length, options out of range)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "bit i of the index is player i; index 0 = all masked) and print the salient AND-OR "
             "interactions at the certified optimum of the sparsity LP."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--values", required=True, type=Path, help="JSON list or .npy vector of length 2^n")
     parser.add_argument("--qthres", type=float, default=0.04, help="|q| <= qthres |v(N) - v(empty)| (default 0.04)")
@@ -42,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def load_values(path: Path) -> np.ndarray:
     """Read the game's outputs; every way this can go wrong becomes a message naming the problem."""
     if not path.exists():
-        raise CliError(f"--values: no such file: {path}", EXIT_MISSING_RESOURCE)
+        raise CliError(f"--values: no such file: {path}", EXIT_BAD_INPUT)
     try:
         if path.suffix == ".npy":
             values = np.load(path, allow_pickle=False)
@@ -78,7 +95,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--qthres: must be in [0, 1), got {args.qthres}")
     if not 0.0 < args.threshold <= 1.0:
         raise CliError(f"--threshold: must be in (0, 1], got {args.threshold}")
-    result = extract_interactions(values, qthres=args.qthres, mode="and" if args.and_only else "and-or", names=names)
+    from rich.console import Console
+
+    from auditor.solver import extract_interactions
+
+    with Console(stderr=True).status(f"solving the AND-OR split LP for n = {n} players", spinner="dots"):
+        result = extract_interactions(values, qthres=args.qthres, mode="and" if args.and_only else "and-or",
+                                      names=names)
     if args.json:
         payload = result.to_dict()
         payload["salient"] = [term.to_dict() for term in result.salient(args.threshold)]
