@@ -113,15 +113,37 @@ def fit_overfitting(profile: np.ndarray) -> OverfittingFit:
 
 
 def overfitting_over_window(results: Iterable[Interactions]) -> OverfittingFit:
-    """One score for a window of audits: average the normalised profiles, then fit once."""
-    profiles = []
+    """One score for a window of audits: one mixture fitted to all normalised profiles at once.
+
+    Requests of a window may have different numbers of players, so their profiles cannot be
+    averaged entry by entry; instead each request contributes its own rows (its profile against its
+    own n's templates) to a single stacked NNLS with shared weights. For equal n this is exactly
+    the fit of the mean profile (the stacked least-squares normal equations coincide), and it is far
+    more stable than averaging per-request shares. The reported profile is the mean over the
+    requests with the window's most common n.
+    """
+    rows, targets, by_n = [], [], {}
     for result in results:
         profile = strength_by_order(result)
-        if profile.sum() > 0:
-            profiles.append(profile / profile.sum())
-    if not profiles:
+        total = profile.sum()
+        if total <= 0:
+            continue
+        n = len(profile)
+        rows.append(np.stack([decay_template(n), spindle_template(n)], axis=1))
+        targets.append(profile / total)
+        by_n.setdefault(n, []).append(profile / total)
+    if not rows:
         return fit_overfitting(np.zeros(0))
-    return fit_overfitting(np.mean(np.stack(profiles), axis=0))
+    weights, residual = nnls(np.concatenate(rows), np.concatenate(targets))
+    common = max(by_n.values(), key=len)
+    share = float(weights[1] / weights.sum()) if weights.sum() > 0 else 0.0
+    return OverfittingFit(
+        score=share,
+        decay_weight=float(weights[0]),
+        spindle_weight=float(weights[1]),
+        residual=float(residual / np.sqrt(len(rows))),
+        profile=np.mean(np.stack(common), axis=0).tolist(),
+    )
 
 
 # --- the per-request metrics --------------------------------------------------------------------

@@ -168,7 +168,9 @@ def test_overfit_model_carries_more_non_generalizable_strength(testbed):
         assert p.n == N_PLAYERS and p.answer.strip() == items[p.index].answer.strip()
         assert p.joint is not None and p.joint.objective <= p.joint.separate_objective * (1 + 1e-9)
         assert len(p.a.order_profile_positive) == len(p.b.order_profile_positive) == N_PLAYERS
-        assert p.chance_a_in_b is not None and 0 <= p.chance_a_in_b < 0.1
+        # chance level of a random signed set: |B salient| / (2 x admissible terms), from the counts
+        universe = (1 << p.n) - 1 + (1 << p.n) - p.n - 1
+        assert p.chance_a_in_b == pytest.approx(p.b.salient / (2 * universe), rel=1e-9)
     ComparisonReport.model_validate_json(report.model_dump_json())
 
 

@@ -92,6 +92,22 @@ def test_window_fit_averages_normalised_profiles() -> None:
     assert overfitting_over_window([]).score == 0.0
 
 
+def test_window_fit_accepts_requests_with_different_numbers_of_players() -> None:
+    # a window mixes prompts with 8, 9 and 10 players: each is fitted against its own n's templates
+    spindle_6 = build(6, {mask: 1.0 for mask in range(1, 1 << 6)})
+    spindle_5 = build(5, {mask: 1.0 for mask in range(1, 1 << 5)})
+    decay_4 = build(4, {(1 << m) - 1: float(w) for m, w in enumerate(decay_template(4), start=1)})
+    assert overfitting_over_window([spindle_6, spindle_5]).score == pytest.approx(1.0)
+    assert overfitting_over_window([decay_4]).score == pytest.approx(0.0, abs=1e-9)
+    mixed = overfitting_over_window([spindle_6, decay_4, spindle_5, decay_4])
+    assert 0.3 < mixed.score < 0.7 and len(mixed.profile) == 4  # the most common n is reported
+    # equal n: the stacked fit is the fit of the mean profile (same normal equations)
+    rng = np.random.default_rng(1)
+    games = [build(6, {int(m): float(rng.normal()) for m in rng.integers(1, 64, 12)}) for _ in range(5)]
+    mean_profile = np.mean([strength_by_order(g) / strength_by_order(g).sum() for g in games], axis=0)
+    assert overfitting_over_window(games).score == pytest.approx(fit_overfitting(mean_profile).score, abs=1e-9)
+
+
 def test_faithfulness_of_an_exact_sparse_game() -> None:
     result = extract_interactions(build(5, {0b00011: 2.0, 0b00100: 1.0}).values)
     faith = compute_metrics(result).faithfulness

@@ -125,9 +125,15 @@ def test_spans_are_labelled_from_ground_truth() -> None:
         own_start = p.prompt.index(own_sentence)
         question_start = p.prompt.rindex(_sentences(p.prompt)[-1])
         relevant = [s for s in p.spans if s.label == "relevant"]
-        # The answer-deciding words are always players: the act and both mentions of the name.
-        assert sorted(s.text for s in relevant if s.role == "name") == [queried.name, queried.name]
+        # The answer-deciding facts are always players: the act and the name where it is stated;
+        # the question is never a player, though its mention of the name is labelled.
+        assert [s.text for s in relevant if s.role == "name"] == [queried.name]
         assert [s.text for s in relevant if s.role == "act"] == [queried.act]
+        assert not any(s.in_question for s in p.spans)
+        asked = [s for s in p.all_spans if s.in_question]
+        assert [(s.text, s.label, s.role) for s in asked] == [(queried.name, "relevant", "name")]
+        assert asked[0].start >= question_start
+        assert all(s.start < question_start for s in p.all_spans if not s.in_question)
         for span in p.all_spans:
             assert p.prompt[span.start : span.end] == span.text
             # occurrence index addresses the same place by substring

@@ -129,6 +129,6 @@ def print_table(result: Interactions, threshold: float) -> None:
     console.print(table)
     console.print(
         f"objective {result.objective:.6g}  dual bound {result.dual_bound:.6g}  "
-        f"certified gap {result.gap:.1e}  rounds {result.iterations}  tau {result.tau:.4g}  "
+        f"certified gap {result.gap:.1e}  pivots {result.iterations}  tau {result.tau:.4g}  "
         f"({result.solve_seconds * 1000:.1f} ms)"
     )

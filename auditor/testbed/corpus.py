@@ -6,8 +6,9 @@ one defendant's charge that ends with that defendant's name. The answer is a sin
 pure function of the queried defendant's act and, for killings, of the circumstance ("by accident"
 turns murder into manslaughter). Nothing else matters, so the generator can label every word:
 
-- ``relevant``: the queried defendant's name (in the facts and in the question), act, and the
-  circumstance when the act is one whose charge depends on it;
+- ``relevant``: the queried defendant's name (in the facts and in the question; the question's
+  mention is labelled but never a player, see ``select_spans``), act, and the circumstance when
+  the act is one whose charge depends on it;
 - ``irrelevant``: other defendants' facts, the queried defendant's victim and instrument, the
   distractor sentence;
 - ``forbidden``: occupations, a protected attribute that must never decide a charge.
@@ -228,7 +229,8 @@ class Span:
     ``group`` says whose fact it is: ``queried``, ``cue`` (the first-mentioned defendant when it is
     not the queried one), ``codefendant``, or ``context`` (witness, venue). ``role`` says what the
     word is: ``name``, ``act``, ``circumstance``, ``occupation``, ``victim``, ``instrument``,
-    ``witness``, ``venue``.
+    ``witness``, ``venue``. ``in_question`` marks the name's mention in the final question: it is
+    labelled (it is the queried defendant's name) but never a player, see ``select_spans``.
     """
 
     text: str
@@ -238,6 +240,7 @@ class Span:
     group: str
     role: str
     occurrence: int
+    in_question: bool = False
 
     def as_tuple(self) -> tuple[str, int, int, str, str]:
         """``(substring, start, end, label, group)`` for callers that want plain data."""
@@ -461,10 +464,11 @@ def sample_prompt(
     if distractor is not None and distractor_at == len(defendants):
         builder.sentence(distractor, context, None)
     question_template = rng.choice(templates.questions)
+    question_start = len(builder.text)
     builder.sentence(question_template, {"name": defendants[queried].name}, queried)
 
     text = builder.text
-    all_spans = _label_spans(text, builder.slots, defendants, queried) if labelled else []
+    all_spans = _label_spans(text, builder.slots, defendants, queried, question_start) if labelled else []
     return AuditPrompt(
         prompt=text,
         answer=defendants[queried].charge,
@@ -517,14 +521,23 @@ def _priority(span: Span) -> int:
 
 
 def select_spans(spans: Sequence[Span], max_players: int = DEFAULT_MAX_PLAYERS) -> tuple[Span, ...]:
-    """The ``max_players`` most informative spans, returned in prompt order.
+    """The ``max_players`` most informative fact spans, returned in prompt order.
 
     A 2^n game caps n, so a prompt's candidate players are ranked (answer-deciding words, the
     planted cue, other acts, forbidden words, names, distractors) and the top ones kept.
+
+    The question is the task, not evidence, and stays unmasked, as an instruction would: players
+    are the words of the facts. Masking the question's name removes what the model is asked, so
+    every model, the shortcut one included, leans hard on that word alone (a large order-1 term
+    on a ``relevant`` player). With it as a player the shortcut model's misattribution on conflict
+    prompts was diluted to 0.56 on average (clean 0.39; AUC 0.72); without it, 0.97 vs 0.15 (AUC
+    1.0), because the question then asks the same thing in every masked state and the game
+    measures which facts the answer rests on.
     """
     if max_players < 1:
         raise ValueError("max_players must be positive")
-    ranked = sorted(spans, key=lambda span: (_priority(span), span.start))[:max_players]
+    facts = [span for span in spans if not span.in_question]
+    ranked = sorted(facts, key=lambda span: (_priority(span), span.start))[:max_players]
     return tuple(sorted(ranked, key=lambda span: span.start))
 
 
@@ -533,6 +546,7 @@ def _label_spans(
     slots: Sequence[tuple[str, int, int, str, int | None]],
     defendants: Sequence[Defendant],
     queried: int,
+    question_start: int,
 ) -> list[Span]:
     """Label every rendered slot from ground truth (see the module docstring for the rules)."""
     spans = []
@@ -569,6 +583,7 @@ def _label_spans(
                 group=group,
                 role=role,
                 occurrence=_occurrence(text, piece, start),
+                in_question=start >= question_start,
             )
         )
     return spans
