@@ -104,8 +104,13 @@ class AuditorSettings(BaseSettings):
 
     # ---- the auditor --------------------------------------------------------------------------
     audit_enabled: bool = Field(True, description="False: never sample or hand off (serving only).")
+    auditor_cpu_priority: Literal["idle", "nice", "normal"] = Field(
+        "idle",
+        description="CPU priority of background audits: idle (Linux SCHED_IDLE: only CPU time generation "
+        "does not want), nice (AUDITOR_AUDITOR_NICE) or normal.",
+    )
     auditor_nice: int = Field(
-        10, ge=0, le=19, description="CPU niceness of the auditor process, so audits yield to generation."
+        10, ge=0, le=19, description="Nice value of background audits when the CPU priority is `nice`."
     )
     auditor_threads: int | None = Field(
         None, ge=1, le=256,

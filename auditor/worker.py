@@ -44,6 +44,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from auditor.cpu_priority import CpuPriority, lower_current_thread
 from auditor.records import AuditRecord, utc_now
 
 __all__ = [
@@ -278,6 +279,9 @@ class AuditWorker:
 
     ``fault`` ("none", "raise", "hang") injects failures in front of the engine for tests: "raise"
     fails every audit at the scoring stage; "hang" blocks every audit until its budget runs out.
+    ``cpu_priority`` lowers the queue thread, and so every background audit, where the auditor
+    shares cores with generation ("idle": only CPU time nothing else wants); on-demand audits
+    (:meth:`audit_now`) keep the caller's priority.
     """
 
     def __init__(
@@ -291,6 +295,8 @@ class AuditWorker:
         fault: Literal["none", "raise", "hang"] = "none",
         max_abandoned: int = 4,
         flag_thresholds: tuple[float, float] = (0.5, 0.3),
+        cpu_priority: CpuPriority = "normal",
+        nice: int = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if queue_size < 1:
@@ -299,6 +305,8 @@ class AuditWorker:
             raise ValueError("timeout_s must be positive")
         if fault not in ("none", "raise", "hang"):
             raise ValueError(f"fault must be none, raise or hang, got {fault!r}")
+        if cpu_priority not in ("idle", "nice", "normal"):
+            raise ValueError(f"cpu_priority must be idle, nice or normal, got {cpu_priority!r}")
         self.engine = engine
         self.store = store
         self.telemetry = telemetry or _NullTelemetry()
@@ -307,6 +315,9 @@ class AuditWorker:
         self.fault = fault
         self.max_abandoned = max_abandoned
         self.flag_thresholds = flag_thresholds
+        self.cpu_priority = cpu_priority
+        self.nice = nice
+        self.applied_priority: str | None = None  # what the queue thread got (see auditor.cpu_priority)
         self._clock = clock
         self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=queue_size)
         self._slot = threading.Semaphore(1)
@@ -349,6 +360,7 @@ class AuditWorker:
             "abandoned_threads": self._live_abandoned(),
             "timeout_s": self.timeout_s,
             "fault": self.fault,
+            "cpu_priority": self.applied_priority,
         }
 
     # ---- hand-off ---------------------------------------------------------------------------
@@ -388,6 +400,7 @@ class AuditWorker:
     def _warm_up(self) -> None:
         """One-off start-up cost (compiling the solver kernel) paid beside the queue, so the queue
         keeps its usual shape while it runs and no audit's time budget is charged for it."""
+        lower_current_thread(self.cpu_priority, self.nice)
         warm_up = getattr(self.engine, "warm_up", None)
         try:
             if warm_up is not None:
@@ -398,6 +411,8 @@ class AuditWorker:
             self._warm.set()
 
     def _loop(self) -> None:
+        # Engine threads started from here inherit this thread's policy; audit_now's do not.
+        self.applied_priority = lower_current_thread(self.cpu_priority, self.nice)
         while not self._stop.is_set():
             try:
                 pending = self._queue.get(timeout=0.1)

@@ -203,11 +203,6 @@ class Auditor:
 
         global _INSTANCE
         self.settings = s = SETTINGS
-        if s.auditor_nice > 0 and _own_process():
-            try:  # audits yield the CPU to the LLM service where both share a machine
-                os.nice(s.auditor_nice)
-            except OSError:
-                logger.warning("could not lower the auditor's CPU priority")
         if _own_process() and s.audit_device.startswith("cpu"):
             import torch
 
@@ -236,6 +231,8 @@ class Auditor:
                 timeout_s=s.audit_timeout_s,
                 fault=s.fault,
                 flag_thresholds=(s.overfitting_threshold, s.misattribution_threshold),
+                cpu_priority=s.auditor_cpu_priority,  # per thread: safe even when the LLM shares the process
+                nice=s.auditor_nice,
             ).start()
         _INSTANCE = self
         logger.info("auditor ready: model %s on %s, queue %d, budget %.0f s, store %s", s.model, s.audit_device,

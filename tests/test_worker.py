@@ -4,6 +4,7 @@ engine is exercised end to end in tests/test_service_e2e.py and in test_worker_e
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -270,6 +271,54 @@ def test_audits_run_one_at_a_time():
         assert len(store.records) == 6 and peak[0] == 1
     finally:
         worker.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only; CI runs on Linux")
+def test_background_audits_run_idle_and_on_demand_audits_do_not():
+    """The kernel's own view of each engine thread's policy, read from inside the engine."""
+
+    class Policy(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policies: dict[str, int] = {}
+
+        def run(self, job, cancel):
+            self.policies[job.request_id] = os.sched_getscheduler(0)
+            return super().run(job, cancel)
+
+    engine = Policy()
+    worker, store, tel = make(engine, cpu_priority="idle")
+    try:
+        assert worker.submit(job(1)).accepted and worker.join(10)
+        worker.audit_now(job(2))
+        assert engine.policies == {"req-1": os.SCHED_IDLE, "req-2": os.sched_getscheduler(0)}
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE and worker.status()["cpu_priority"] == "idle"
+    finally:
+        worker.stop()
+
+
+def test_nice_priority_lowers_only_the_worker_thread():
+    seen: dict[str, int] = {}
+
+    class Nice(FakeEngine):
+        def run(self, job, cancel):
+            seen[job.request_id] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            return super().run(job, cancel)
+
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker, store, tel = make(Nice(), cpu_priority="nice", nice=min(19, own + 7))
+    try:
+        assert worker.submit(job(1)).accepted and worker.join(10)
+        worker.audit_now(job(2))
+        assert seen == {"req-1": min(19, own + 7), "req-2": own}
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+    finally:
+        worker.stop()
+
+
+def test_unknown_cpu_priority_is_refused():
+    with pytest.raises(ValueError, match="cpu_priority"):
+        AuditWorker(FakeEngine(), ListStore(), cpu_priority="realtime")
 
 
 def test_stopped_worker_refuses():
