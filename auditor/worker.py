@@ -352,6 +352,7 @@ class AuditWorker:
     def status(self) -> dict[str, Any]:
         return {
             "alive": self.alive,
+            "warm": self._warm.is_set(),  # the engine's one-off warm-up has ended
             "queue_depth": self._queue.qsize(),
             "queue_size": self.queue_size,
             "busy": self._busy,

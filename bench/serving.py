@@ -12,8 +12,8 @@ configurations run in ABBA order, which cancels a linear drift of background loa
 
 Usage::
 
-    python bench/serving.py                       # 200 requests, concurrency 4, rates 0 and 0.2
-    python bench/serving.py --requests 400 --rounds 2 --json > bench/results/serving.json
+    python bench/serving.py                       # 2000 requests, concurrency 4, rates 0 and 0.2
+    python bench/serving.py --rounds 2 --priorities idle,nice --out bench/results/serving.json
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,27 @@ async def run_load(url: str, texts: list[str], concurrency: int, max_new_tokens:
     return {"latencies": latencies, "errors": errors, "wall_s": wall}
 
 
-def measure(rate: float, args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Arm:
+    """One server configuration: an audit rate and extra settings (e.g. the auditor's CPU priority)."""
+
+    label: str
+    rate: float
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def parse_arm(text: str) -> Arm:
+    """``LABEL:RATE[:KEY=VALUE,KEY=VALUE]``, e.g. ``raise:0.2:AUDITOR_FAULT=raise``."""
+    label, _, rest = text.partition(":")
+    rate, _, extra = rest.partition(":")
+    pairs = tuple(tuple(kv.split("=", 1)) for kv in extra.split(",") if kv)
+    if not label or not rate or any(len(kv) != 2 for kv in pairs):
+        raise argparse.ArgumentTypeError(f"--arm wants LABEL:RATE[:KEY=VALUE,...], got {text!r}")
+    return Arm(label, float(rate), pairs)  # type: ignore[arg-type]
+
+
+def measure(arm: Arm, args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    rate = arm.rate
     env = {
         "AUDITOR_SAMPLE_RATE": str(rate),
         "AUDITOR_LOW_CONFIDENCE_THRESHOLD": "none",
@@ -97,10 +118,14 @@ def measure(rate: float, args: argparse.Namespace, texts: list[str]) -> dict[str
     for kv in args.env:
         k, _, v = kv.partition("=")
         env[k] = v
+    env.update(dict(arm.env))
     load_before = os.getloadavg()
     with BentoServer(env, startup_timeout=args.startup_timeout) as server:
         warm = asyncio.run(run_load(server.url, texts[: args.warmup], args.concurrency, args.max_new_tokens))
         del warm
+        if rate > 0:  # measure the steady state: the auditor's one-off warm-up (kernel compile) is over
+            server.wait_for(lambda: server.client().get("/auditor/status").json()["worker"].get("warm"),
+                            timeout=300.0, interval=0.5)
         result = asyncio.run(run_load(server.url, texts[args.warmup:], args.concurrency, args.max_new_tokens))
         time.sleep(0.5)
         counters = {
@@ -112,7 +137,9 @@ def measure(rate: float, args: argparse.Namespace, texts: list[str]) -> dict[str
     lat = result["latencies"]
     n = len(lat)
     return {
+        "arm": arm.label,
         "rate": rate,
+        "env": dict(arm.env),
         "requests": n,
         "errors": result["errors"],
         "p50_ms": 1000 * percentile(lat, 50),
@@ -129,11 +156,17 @@ def measure(rate: float, args: argparse.Namespace, texts: list[str]) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=200, help="measured requests per run (after warm-up)")
+    ap.add_argument("--requests", type=int, default=2000, help="measured requests per run (after warm-up)")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--rates", default="0,0.2", help="comma-separated audit rates; the first is the baseline")
-    ap.add_argument("--rounds", type=int, default=1, help="runs per rate, in ABBA order")
+    ap.add_argument("--rounds", type=int, default=1, help="runs per arm, in ABBA order")
+    ap.add_argument("--priorities", default=None,
+                    help="comma-separated AUDITOR_AUDITOR_CPU_PRIORITY values (idle,nice,normal): each audited "
+                         "rate runs once per priority, side by side (default: the server's setting)")
+    ap.add_argument("--arm", action="append", type=parse_arm, default=[],
+                    help="an extra configuration LABEL:RATE[:KEY=VALUE,...], e.g. raise:0.2:AUDITOR_FAULT=raise "
+                         "(audits fail at once: the hand-off's cost alone)")
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--model", default=None, help="AUDITOR_MODEL (default: the testbed clean model)")
     ap.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the server")
@@ -144,25 +177,36 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     rates = [float(r) for r in args.rates.split(",")]
+    arms = [Arm(f"{rates[0]:g}", rates[0])]
+    for rate in rates[1:]:
+        if args.priorities:
+            arms += [Arm(f"{rate:g}/{p}", rate, (("AUDITOR_AUDITOR_CPU_PRIORITY", p),))
+                     for p in args.priorities.split(",")]
+        else:
+            arms.append(Arm(f"{rate:g}", rate))
+    arms += args.arm
     if args.model is None:  # build the default model before timing anything
         from auditor.testbed.models import ensure_model
 
         ensure_model("clean")
     texts = prompts(args.requests + args.warmup)
-    order: list[float] = []
+    order: list[Arm] = []
     for r in range(args.rounds):
-        order += rates if r % 2 == 0 else list(reversed(rates))
+        order += arms if r % 2 == 0 else list(reversed(arms))
     runs = []
-    for rate in order:
-        print(f"# rate {rate}: {args.requests} requests, concurrency {args.concurrency} ...", file=sys.stderr)
-        runs.append(measure(rate, args, texts))
+    for arm in order:
+        print(f"# arm {arm.label}: {args.requests} requests, concurrency {args.concurrency} ...", file=sys.stderr)
+        runs.append(measure(arm, args, texts))
 
     pooled = {}
-    for rate in rates:
-        mine = [x for x in runs if x["rate"] == rate]
+    for arm in arms:
+        label = arm.label
+        mine = [x for x in runs if x["arm"] == label]
         every = [v for x in mine for v in x["latencies_ms"]]
-        pooled[rate] = {
-            "rate": rate,
+        pooled[label] = {
+            "arm": label,
+            "rate": arm.rate,
+            "env": dict(arm.env),
             "runs": len(mine),
             # percentiles of all latencies of all runs of this rate together
             "p50_ms": percentile(every, 50),
@@ -176,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             "audits_dropped": sum(x["audits_dropped"] for x in mine),
             "sampled": sum(x["sampled"] for x in mine),
         }
-    base = pooled[rates[0]]
+    base = pooled[arms[0].label]
     ratios = {
-        rate: {k: pooled[rate][k] / base[k] if base[k] else float("nan")
-               for k in ("p50_ms", "p99_ms", "mean_ms", "throughput_rps")}
-        for rate in rates
+        label: {k: arm[k] / base[k] if base[k] else float("nan")
+                for k in ("p50_ms", "p99_ms", "mean_ms", "throughput_rps")}
+        for label, arm in pooled.items()
     }
     import torch
 
@@ -202,23 +246,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"serving benchmark: {args.requests} requests x {args.rounds} round(s) per rate, concurrency {args.concurrency}, "
+    print(f"serving benchmark: {args.requests} requests x {args.rounds} round(s) per arm, concurrency {args.concurrency}, "
           f"max_new_tokens {args.max_new_tokens}, model {args.model or 'testbed:clean'}")
     print(f"machine: {machine['cpus']} CPUs, {machine['platform']}, torch {machine['torch']}")
-    head = (f"{'audit rate':>10} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'req/s':>8} {'run p99 range':>16} "
+    head = (f"{'arm':>12} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'req/s':>8} {'run p99 range':>16} "
             f"{'sampled':>8} {'audited':>8} {'dropped':>8}")
     print(head)
-    for rate in rates:
-        p = pooled[rate]
+    for label, p in pooled.items():
         spread = f"{p['run_p99_min_ms']:.0f}-{p['run_p99_max_ms']:.0f}"
-        print(f"{rate:>10.2f} {p['p50_ms']:>9.1f} {p['p99_ms']:>9.1f} {p['mean_ms']:>9.1f} {p['throughput_rps']:>8.2f} "
+        print(f"{label:>12} {p['p50_ms']:>9.1f} {p['p99_ms']:>9.1f} {p['mean_ms']:>9.1f} {p['throughput_rps']:>8.2f} "
               f"{spread:>16} {p['sampled']:>8.0f} {p['audits_finished']:>8.0f} {p['audits_dropped']:>8.0f}")
-    for rate in rates[1:]:
-        r = ratios[rate]
-        print(f"ratio {rate:g}/{rates[0]:g}: p50 x{r['p50_ms']:.3f}, p99 x{r['p99_ms']:.3f}, "
+    for label in list(pooled)[1:]:
+        r = ratios[label]
+        print(f"ratio {label} vs {arms[0].label}: p50 x{r['p50_ms']:.3f}, p99 x{r['p99_ms']:.3f}, "
               f"mean x{r['mean_ms']:.3f}, throughput x{r['throughput_rps']:.3f}")
     for x in runs:
-        print(f"  run rate={x['rate']:g}: p50 {x['p50_ms']:.1f} ms, p99 {x['p99_ms']:.1f} ms, "
+        print(f"  run {x['arm']}: p50 {x['p50_ms']:.1f} ms, p99 {x['p99_ms']:.1f} ms, "
               f"{x['throughput_rps']:.2f} req/s, load avg before {x['loadavg_before'][0]:.2f}, "
               f"errors {x['errors']}", file=sys.stderr)
     return 0

@@ -316,6 +316,28 @@ def test_nice_priority_lowers_only_the_worker_thread():
         worker.stop()
 
 
+def test_status_says_when_the_warm_up_has_ended():
+    class Slow(FakeEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = threading.Event()
+
+        def warm_up(self) -> None:
+            self.go.wait(10)
+
+    engine = Slow()
+    worker, store, tel = make(engine)
+    try:
+        assert worker.status()["warm"] is False
+        engine.go.set()
+        deadline = time.monotonic() + 5
+        while not worker.status()["warm"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.status()["warm"] is True
+    finally:
+        worker.stop()
+
+
 def test_unknown_cpu_priority_is_refused():
     with pytest.raises(ValueError, match="cpu_priority"):
         AuditWorker(FakeEngine(), ListStore(), cpu_priority="realtime")
