@@ -151,12 +151,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def player_names(texts: list[str]) -> list[str]:
+    """Player texts for display; a word that is several players ("Carla" in the facts and in the
+    question) gets its index, so "slapped & Carla#5 & Carla#7" says which mention it is."""
+    repeated = {text for text in texts if texts.count(text) > 1}
+    return [f"{text}#{i}" if text in repeated else text for i, text in enumerate(texts)]
+
+
 def _print_table(console: Any, result: Any, top: int) -> None:
     from rich.table import Table
 
     game, inter = result.game, result.interactions
-    console.print(f"[bold]answer[/bold]: {game.answer_text!r}   v(N) = {game.raw_full:.4f}   "
+    answer = repr(game.answer_text)
+    if not game.answer_text.strip():  # the model ended at once: its end-of-sequence token is what is scored
+        answer += f" (token ids {list(game.answer_ids)}: the model's answer is to stop)"
+    console.print(f"[bold]answer[/bold]: {answer}   v(N) = {game.raw_full:.4f}   "
                   f"v(empty) = {game.raw_empty:.4f}   baseline = {game.baseline_kind}")
+    names = player_names([p.text for p in game.players])
     console.print("[bold]players[/bold]: " + ", ".join(f"{p.index}:{p.text}" for p in game.players))
     cost = game.cost
     console.print(f"scoring: {cost.tokens_computed} tokens, {cost.forward_passes} forward calls, "
@@ -170,6 +181,6 @@ def _print_table(console: Any, result: Any, top: int) -> None:
     table.add_column("share", justify="right")
     norm = inter.normaliser or 1.0
     for rank, term in enumerate(result.top(top), 1):
-        words = (" & " if term.kind == "and" else " | ").join(game.players[i].text for i in term.players)
+        words = (" & " if term.kind == "and" else " | ").join(names[i] for i in term.players)
         table.add_row(str(rank), term.kind.upper(), words, str(term.order), f"{term.value:+.4f}", f"{term.value / norm:+.1%}")
     console.print(table)
