@@ -265,6 +265,8 @@ def store_url(tmp_path) -> str:
     ("extra", "message"),
     [
         (["--from", "yesterday"], "bad --from/--to"),
+        (["--from", "0001-01-01T00:00:00+14:00"], "out of range once converted to UTC"),
+        (["--to", "nan"], "bad --from/--to"),
         (["--from", "2025-03-02", "--to", "2025-03-01"], "empty period"),
         (["--top", "0"], "--top must be at least 1"),
         (["--json"], "--json prints a summary"),
