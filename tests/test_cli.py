@@ -122,6 +122,26 @@ def test_usage_errors_exit_2(capsys):
         assert "usage:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["audit", "--prompt", "x", "--json"], "the following arguments are required: --model"),
+        (["report", "--format", "pdf", "--json"], "argument --format: invalid choice: 'pdf'"),
+        (["testbed", "build", "--only", "nope", "--json"], "argument --only: invalid choice: 'nope'"),
+        (["compare", "--model-a", "a", "--model-b", "b", "--prompts", "p", "--n", "ten", "--json"],
+         "argument --n: invalid int value: 'ten'"),
+    ],
+)
+def test_usage_errors_under_json_are_also_json_on_stdout(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert "usage:" in captured.err and message in captured.err
+    payload = json.loads(captured.out)
+    assert payload["exit_code"] == 2 and message in payload["error"]
+
+
 def test_cli_caps_match_the_library():
     from auditor.cli import audit, compare, interactions
     from auditor.players import DEFAULT_MAX_PLAYERS
@@ -241,6 +261,28 @@ def test_report_missing_store_exit_3(capsys, tmp_path):
     code, _, err = _run(capsys, "report", "--store", str(garbage), "--out", str(tmp_path / "r.html"))
     assert code == 3 and "cannot read the audit store" in err
     assert not garbage.with_name("r.html").exists()
+
+
+def test_report_refuses_files_that_are_not_audit_stores(capsys, tmp_path):
+    """A mistyped --store naming an empty file, another application's SQLite database or a directory is
+    exit 3 with a message, and the file is left exactly as it was (a report never writes to a store)."""
+    import sqlite3
+
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    foreign = tmp_path / "other-app.sqlite"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE users (name TEXT)")
+    connection.close()
+    before = {path: path.read_bytes() for path in (empty, foreign)}
+    for store, message in ((str(empty), "is not an audit store (no audits or meta table)"),
+                           (f"sqlite:///{foreign}", "is not an audit store"),
+                           (str(tmp_path), "is a directory, not an audit store file")):
+        code, out, err = _run(capsys, "report", "--store", store, "--out", str(tmp_path / "r.html"), "--json")
+        assert code == 3 and message in err and len(err.strip().splitlines()) == 1
+        assert json.loads(out) == {"error": err.strip(), "exit_code": 3}
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_report_without_a_store_exit_2(capsys, monkeypatch):
