@@ -367,7 +367,9 @@ def test_compare_bad_options_exit_2_before_loading_models(capsys, prompts, extra
 def test_compare_missing_prompts_exit_2(capsys, tmp_path):
     code, _, err = _run(capsys, "compare", "--model-a", "a", "--model-b", "b", "--prompts",
                         str(tmp_path / "none.jsonl"))
-    assert code == 2 and "does not exist" in err
+    assert code == 2 and "--prompts:" in err and "does not exist" in err
+    code, _, err = _run(capsys, "compare", "--model-a", "a", "--model-b", "b", "--prompts", str(tmp_path))
+    assert code == 2 and "is not a file" in err
 
 
 def test_testbed_validate_rejects_too_few_prompts(capsys):
