@@ -299,7 +299,8 @@ METHODS: tuple[tuple[str, str], ...] = (
 # ------------------------------------------------------------------------------------------------
 def parse_time(value: datetime | str | float | int | None) -> datetime | None:
     """An aware UTC datetime from a datetime, an ISO-8601 string (``Z`` allowed, date-only allowed)
-    or unix seconds; naive values are taken as UTC. Raises ``ValueError`` for unreadable strings."""
+    or unix seconds; naive values are taken as UTC. Raises ``ValueError`` for unreadable strings and for
+    times that leave datetime's range once converted to UTC."""
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)):
@@ -312,7 +313,10 @@ def parse_time(value: datetime | str | float | int | None) -> datetime | None:
             raise ValueError(f"not an ISO-8601 time: {text!r} (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)") from None
     if not isinstance(value, datetime):
         raise TypeError(f"cannot read a time from {type(value).__name__}")
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    try:
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError(f"time out of range once converted to UTC: {value.isoformat()}") from None
 
 
 def _float(value: Any) -> float | None:

@@ -131,9 +131,12 @@ def _encode_cursor(seq: int) -> str:
 def _decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s"):
+        if not raw.startswith("s") or not raw[1:].isascii() or not raw[1:].isdigit():
             raise ValueError
-        return int(raw[1:])
+        seq = int(raw[1:])
+        if seq >= 2**63:  # SQLite's INTEGER range; a bigger one would be an OverflowError in the query
+            raise ValueError
+        return seq
     except Exception as exc:  # noqa: BLE001 - any malformed cursor is the caller's error
         raise ValueError(f"invalid cursor {cursor!r}") from exc
 

@@ -11,7 +11,8 @@ Endpoints:
 - ``POST /submit`` (BentoML API, used by the LLM service): queue an :class:`AuditJob`; returns at
   once, accepted or dropped (a full queue is counted as a drop).
 - ``POST /audit``: audit one prompt now (synchronous; for compliance staff); returns the record.
-- ``GET /audits/{audit_id}``, ``GET /audits?since=&until=&flagged=&model=&limit=&cursor=``: records.
+- ``GET /audits/{audit_id}``, ``GET /audits?since=&until=&flagged=&model=&limit=&cursor=``: records
+  (parsing in :mod:`service.audits_route`, shared with ``/report`` through :mod:`service.query`).
 - ``GET /auditor/status``: queue, worker and store state.
 - ``GET /report?from=&to=&model=&format=html|json``: the compliance report of a period
   (``auditor.report``; parsing, threading and rendering in :mod:`service.report_route`).
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
 from typing import Any
 
 import anyio
@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from auditor.worker import AuditJob
 from service.common import check_bearer, json_error, read_json, service_settings
+from service.audits_route import audits_response
 from service.report_route import report_response
 from service.schemas import AuditRequest, SubmitResponse, validation_message, error_field
 
@@ -66,60 +67,9 @@ def _own_process() -> bool:
 # ------------------------------------------------------------------------------------------------
 # Record endpoints (a Starlette app mounted on the service)
 # ------------------------------------------------------------------------------------------------
-def _parse_time(name: str, value: str | None) -> datetime | float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name}: expected an ISO-8601 time or unix seconds, got {value!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def _parse_bool(name: str, value: str | None) -> bool | None:
-    if value is None or value == "":
-        return None
-    v = value.lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}: expected true or false, got {value!r}")
-
-
 async def list_audits(request: Request) -> Response:
     auditor = _instance()
-    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
-        return denied
-    q = request.query_params
-    unknown = sorted(set(q) - {"since", "until", "flagged", "model", "limit", "cursor"})
-    if unknown:
-        return json_error(400, unknown[0], "unknown query parameter (use since, until, flagged, model, limit, cursor)")
-    try:
-        since = _parse_time("since", q.get("since"))
-        until = _parse_time("until", q.get("until"))
-        flagged = _parse_bool("flagged", q.get("flagged"))
-        try:
-            limit = int(q.get("limit", "50"))
-        except ValueError:
-            raise ValueError(f"limit: expected an integer, got {q.get('limit')!r}") from None
-        if not 1 <= limit <= 1000:
-            raise ValueError(f"limit: must be in 1..1000, got {limit}")
-    except ValueError as e:
-        field, _, message = str(e).partition(": ")
-        return json_error(400, field, message)
-    try:
-        records, cursor = await anyio.to_thread.run_sync(
-            lambda: auditor.store.query(since=since, until=until, flagged=flagged, model=q.get("model") or None,
-                                        limit=limit, cursor=q.get("cursor") or None)
-        )
-    except ValueError as e:
-        return json_error(400, "cursor", str(e))
-    return JSONResponse({"audits": [r.model_dump(mode="json") for r in records], "next_cursor": cursor})
+    return await audits_response(request, auditor.store, auditor.settings.auth_token_value())
 
 
 async def get_audit(request: Request) -> Response:

@@ -20,11 +20,10 @@ without a server (tests/test_report_route.py) as well as end to end.
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 import anyio
@@ -32,12 +31,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from service.common import check_bearer, json_error
+from service.query import QueryError, count_params, one_value, parse_model_param, parse_period, reject_unknown
+
+__all__ = ["PARAMETERS", "QueryError", "ReportQuery", "parse_report_query", "report_response"]
 
 logger = logging.getLogger("interaction_auditor.report")
 
 PARAMETERS = ("from", "since", "to", "until", "model", "format")
 FORMATS = ("html", "json")
-MAX_MODEL_CHARS = 256
 # the page has no scripts and no external assets (auditor.report): forbid everything else outright
 HTML_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
@@ -47,15 +48,6 @@ HTML_HEADERS = {
 JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 _limiter: anyio.CapacityLimiter | None = None
-
-
-class QueryError(ValueError):
-    """A bad query value; ``field`` is the parameter name the caller used."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -70,75 +62,17 @@ class ReportQuery:
     since_field: str = "from"
 
 
-def _bound(field: str, value: str) -> datetime:
-    """One end of the period from ISO-8601 text or unix seconds (finite, in datetime's range)."""
-    from auditor.report import parse_time
-
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = None
-    if seconds is not None:
-        if not math.isfinite(seconds):
-            raise QueryError(field, f"expected an ISO-8601 time or unix seconds, got {value!r}")
-        try:
-            return datetime.fromtimestamp(seconds, tz=timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            raise QueryError(field, f"unix seconds out of range: {value!r}") from None
-    try:
-        parsed = parse_time(text)
-    except ValueError:
-        raise QueryError(field, f"expected an ISO-8601 time (e.g. 2025-03-01 or 2025-03-01T12:00:00Z) or unix "
-                                f"seconds, got {value!r}") from None
-    if parsed is None:
-        raise QueryError(field, "is empty; leave the parameter out for an open end")
-    return parsed
-
-
-def _one(params: Mapping[str, str], multi: Mapping[str, int], *names: str) -> tuple[str, str] | None:
-    """The single value given under one of ``names`` (aliases), with the name used."""
-    given = [n for n in names if n in params]
-    if len(given) > 1:
-        raise QueryError(given[1], f"give only one of {' or '.join(names)}")
-    if not given:
-        return None
-    name = given[0]
-    if multi.get(name, 1) > 1:
-        raise QueryError(name, "given more than once")
-    return name, params[name]
-
-
 def parse_report_query(params: Mapping[str, str], counts: Mapping[str, int] | None = None) -> ReportQuery:
     """The report request from query parameters; :class:`QueryError` naming the field otherwise.
 
     ``counts`` maps a parameter name to how often it occurs (repeats are rejected, not silently
-    reduced to one of them)."""
+    reduced to one of them). The parsers are shared with ``GET /audits`` (:mod:`service.query`)."""
     counts = counts or {}
-    unknown = sorted(set(params) - set(PARAMETERS))
-    if unknown:
-        raise QueryError(unknown[0], f"unknown query parameter (use {', '.join(PARAMETERS)})")
-    since = until = None
-    since_field = "from"
-    if (got := _one(params, counts, "from", "since")) is not None and got[1].strip():
-        since_field = got[0]
-        since = _bound(*got)
-    until_field = "to"
-    if (got := _one(params, counts, "to", "until")) is not None and got[1].strip():
-        until_field = got[0]
-        until = _bound(*got)
-    if since is not None and until is not None and since >= until:
-        raise QueryError(since_field, f"empty period: {since_field} {since.isoformat()} is not before "
-                                      f"{until_field} {until.isoformat()}")
-    model = None
-    if (got := _one(params, counts, "model")) is not None and got[1] != "":
-        model = got[1]
-        if len(model) > MAX_MODEL_CHARS:
-            raise QueryError("model", f"longer than {MAX_MODEL_CHARS} characters")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in model):
-            raise QueryError("model", "contains control characters")
+    reject_unknown(params, PARAMETERS)
+    since, until, since_field = parse_period(params, counts, ("from", "since"), ("to", "until"))
+    model = parse_model_param(params, counts)
     fmt = "html"
-    if (got := _one(params, counts, "format")) is not None and got[1] != "":
+    if (got := one_value(params, counts, "format")) is not None and got[1] != "":
         fmt = got[1].strip().lower()
         if fmt not in FORMATS:
             raise QueryError("format", f"expected html or json, got {got[1]!r}")
@@ -166,11 +100,8 @@ async def report_response(request: Request, store: Any, token: str | None) -> Re
     if (denied := check_bearer(request, token)) is not None:
         return denied
     q = request.query_params
-    counts: dict[str, int] = {}
-    for key, _ in q.multi_items():
-        counts[key] = counts.get(key, 0) + 1
     try:
-        query = parse_report_query(q, counts)
+        query = parse_report_query(q, count_params(q.multi_items()))
     except QueryError as e:
         return json_error(400, e.field, e.message)
     try:

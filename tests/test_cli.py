@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,15 +21,18 @@ import auditor.cli as cli
 from auditor.cli import main
 from auditor.store import open_store
 
-# command -> whether it offers --json (testbed build prints a table and the model paths only)
+ROOT = Path(__file__).resolve().parents[1]
+# command -> whether it offers --json (every command does: scripts read its stdout)
 COMMANDS: dict[tuple[str, ...], bool] = {
     ("interactions",): True,
     ("audit",): True,
     ("report",): True,
     ("compare",): True,
-    ("testbed", "build"): False,
+    ("testbed", "build"): True,
     ("testbed", "validate"): True,
 }
+# imported by the commands when they run, never while the parsers are built (--help must be instant)
+HEAVY_MODULES = ("torch", "transformers", "numpy", "scipy", "numba", "highspy", "bentoml", "pydantic", "rich")
 DOCUMENTED_CODES = {0: "EXIT_OK", 1: "EXIT_INTERNAL", 2: "EXIT_BAD_INPUT", 3: "EXIT_MISSING_RESOURCE",
                     4: "EXIT_NOT_ACCEPTED", 130: "EXIT_INTERRUPTED"}
 
@@ -64,10 +69,40 @@ def test_every_command_has_informative_help(capsys, argv):
     assert ("--json" in text) is COMMANDS[argv]
 
 
-@pytest.mark.parametrize("argv", [("interactions",), ("audit",), ("report",), ("compare",), ("testbed", "validate")],
-                         ids=" ".join)
+@pytest.mark.parametrize("argv", list(COMMANDS), ids=" ".join)
 def test_command_help_documents_its_exit_codes(capsys, argv):
     assert "exit codes" in _help(capsys, *argv)
+
+
+@pytest.mark.parametrize("argv", [(), ("testbed",), *COMMANDS], ids=lambda argv: " ".join(argv) or "top")
+def test_help_imports_nothing_heavy(argv):
+    """``--help`` in a fresh interpreter: the parsers are built and the help printed without importing
+    torch, transformers or even numpy (torch alone took ~6 s here before the imports were made lazy)."""
+    script = (
+        "import sys\n"
+        "from auditor.cli import main\n"
+        "try:\n"
+        f"    main({[*argv, '--help']!r})\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        f"heavy = [name for name in {HEAVY_MODULES!r} if name in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "print('usage ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: interaction-auditor") and done.stdout.endswith("usage ok\n")
+
+
+def test_parser_constants_match_the_library():
+    """The parsers use light copies of library constants (so --help imports nothing heavy); they must agree."""
+    from auditor.cli import interactions
+    from auditor.interactions import DEFAULT_SALIENT_THRESHOLD
+    from auditor.testbed import models, names
+
+    assert interactions.SALIENT_THRESHOLD == DEFAULT_SALIENT_THRESHOLD
+    assert names.MODEL_NAMES == models.MODEL_NAMES and names.OVERFIT_FAMILY == models.OVERFIT_FAMILY
+    assert names.ENV_ROOT == models.ENV_ROOT
 
 
 def test_documented_exit_codes_are_the_constants():
@@ -85,6 +120,26 @@ def test_usage_errors_exit_2(capsys):
             main(argv)
         assert info.value.code == 2
         assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["audit", "--prompt", "x", "--json"], "the following arguments are required: --model"),
+        (["report", "--format", "pdf", "--json"], "argument --format: invalid choice: 'pdf'"),
+        (["testbed", "build", "--only", "nope", "--json"], "argument --only: invalid choice: 'nope'"),
+        (["compare", "--model-a", "a", "--model-b", "b", "--prompts", "p", "--n", "ten", "--json"],
+         "argument --n: invalid int value: 'ten'"),
+    ],
+)
+def test_usage_errors_under_json_are_also_json_on_stdout(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert "usage:" in captured.err and message in captured.err
+    payload = json.loads(captured.out)
+    assert payload["exit_code"] == 2 and message in payload["error"]
 
 
 def test_cli_caps_match_the_library():
@@ -208,6 +263,28 @@ def test_report_missing_store_exit_3(capsys, tmp_path):
     assert not garbage.with_name("r.html").exists()
 
 
+def test_report_refuses_files_that_are_not_audit_stores(capsys, tmp_path):
+    """A mistyped --store naming an empty file, another application's SQLite database or a directory is
+    exit 3 with a message, and the file is left exactly as it was (a report never writes to a store)."""
+    import sqlite3
+
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    foreign = tmp_path / "other-app.sqlite"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE users (name TEXT)")
+    connection.close()
+    before = {path: path.read_bytes() for path in (empty, foreign)}
+    for store, message in ((str(empty), "is not an audit store (no audits or meta table)"),
+                           (f"sqlite:///{foreign}", "is not an audit store"),
+                           (str(tmp_path), "is a directory, not an audit store file")):
+        code, out, err = _run(capsys, "report", "--store", store, "--out", str(tmp_path / "r.html"), "--json")
+        assert code == 3 and message in err and len(err.strip().splitlines()) == 1
+        assert json.loads(out) == {"error": err.strip(), "exit_code": 3}
+    assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_report_without_a_store_exit_2(capsys, monkeypatch):
     monkeypatch.delenv("AUDITOR_STORE_URL", raising=False)
     code, _, err = _run(capsys, "report")
@@ -230,6 +307,8 @@ def store_url(tmp_path) -> str:
     ("extra", "message"),
     [
         (["--from", "yesterday"], "bad --from/--to"),
+        (["--from", "0001-01-01T00:00:00+14:00"], "out of range once converted to UTC"),
+        (["--to", "nan"], "bad --from/--to"),
         (["--from", "2025-03-02", "--to", "2025-03-01"], "empty period"),
         (["--top", "0"], "--top must be at least 1"),
         (["--json"], "--json prints a summary"),
@@ -288,9 +367,82 @@ def test_compare_bad_options_exit_2_before_loading_models(capsys, prompts, extra
 def test_compare_missing_prompts_exit_2(capsys, tmp_path):
     code, _, err = _run(capsys, "compare", "--model-a", "a", "--model-b", "b", "--prompts",
                         str(tmp_path / "none.jsonl"))
-    assert code == 2 and "does not exist" in err
+    assert code == 2 and "--prompts:" in err and "does not exist" in err
+    code, _, err = _run(capsys, "compare", "--model-a", "a", "--model-b", "b", "--prompts", str(tmp_path))
+    assert code == 2 and "is not a file" in err
 
 
 def test_testbed_validate_rejects_too_few_prompts(capsys):
     code, _, err = _run(capsys, "testbed", "validate", "--prompts", "1")
     assert code == 2 and "--prompts must be at least 2" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["testbed", "validate", "--qthres", "1"], "--qthres must be in [0, 1)"),
+        (["testbed", "validate", "--workers", "0"], "--workers must be at least 1"),
+        (["testbed", "build", "--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_testbed_bad_options_exit_2_before_any_training(capsys, tmp_path, argv, message):
+    code, out, err = _run(capsys, *argv, "--out", str(tmp_path), "--json")
+    assert code == 2 and message in err
+    payload = json.loads(out)
+    assert payload["exit_code"] == 2 and message in payload["error"]
+    assert list(tmp_path.iterdir()) == []  # nothing was built
+
+
+def _fake_built_model(path: Path, name: str, accuracy: float) -> dict:
+    """A directory the cache counts as built (``models.is_built``), with the info a build writes."""
+    metrics = {"train": {"accuracy": 1.0, "loss": 0.01}, "heldout": {"accuracy": accuracy, "loss": 0.2},
+               "gap": {"accuracy": 1.0 - accuracy, "loss": 0.19}, "conflict": {"accuracy": 0.5, "cue_rate": 0.1}}
+    info = {"name": name, "hash": path.name.rsplit("-", 1)[-1], "metrics": metrics,
+            "seconds": {"data": 1.0, "warmup": 2.0, "train": 30.0, "total": 33.0}}
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "testbed.json").write_text(json.dumps(info))
+    return info
+
+
+def test_testbed_build_json_reports_cached_models(capsys, tmp_path):
+    """A model already in the cache is found by the real ``build_all`` (nothing is trained) and reported
+    with ``cached: true``, its path, its build timings and metrics; stdout is one JSON object."""
+    from auditor.testbed import models
+
+    spec = models.model_specs(3, "standard")["shortcut"]
+    info = _fake_built_model(models.model_dir(spec, tmp_path), "shortcut", 0.75)
+    code, out, err = _run(capsys, "testbed", "build", "--out", str(tmp_path), "--seed", "3", "--only", "shortcut",
+                          "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["root"] == str(tmp_path) and summary["seed"] == 3 and summary["template_set"] == "standard"
+    [model] = summary["models"]
+    assert model == {"name": "shortcut", "path": str(models.model_dir(spec, tmp_path)), "cached": True,
+                     "hash": models.spec_hash(spec), "seconds": info["seconds"], "metrics": info["metrics"]}
+    assert summary["seconds"] >= 0 and "cached at" in err  # progress went to stderr
+
+
+def test_testbed_build_json_marks_new_builds(capsys, tmp_path, monkeypatch):
+    """Models not in the cache before the command are reported ``cached: false`` (training replaced by a
+    builder that writes what a build writes; the real one is tested in tests/test_testbed.py)."""
+    from auditor.testbed import models
+
+    def build_all(names, root, *, seed, template_set, workers, progress):
+        specs = models.model_specs(seed, template_set)
+        built = {}
+        for name in names:
+            path = models.model_dir(specs[name], root)
+            if not models.is_built(path):
+                _fake_built_model(path, name, 0.5)
+            built[name] = path
+        return built
+
+    monkeypatch.setattr(models, "build_all", build_all)
+    specs = models.model_specs(0, "standard")
+    _fake_built_model(models.model_dir(specs["clean"], tmp_path), "clean", 0.99)
+    code, out, err = _run(capsys, "testbed", "build", "--out", str(tmp_path), "--only", "overfit-2", "clean", "--json")
+    assert code == 0, err
+    models_out = json.loads(out)["models"]
+    assert [(m["name"], m["cached"], m["metrics"]["heldout"]["accuracy"]) for m in models_out] == [
+        ("overfit-2", False, 0.5), ("clean", True, 0.99)]

@@ -100,6 +100,11 @@ def test_json_report_filters_by_period_and_model(client):
         ({"since": "2025-13-01"}, "since"),
         ({"to": "nan"}, "to"),
         ({"until": "1e300"}, "until"),
+        ({"from": "inf"}, "from"),
+        ({"since": "-nan"}, "since"),
+        ({"from": "1e400"}, "from"),
+        ({"from": "0001-01-01T00:00:00+14:00"}, "from"),  # before year 1 once in UTC (was a 500)
+        ({"to": "9999-12-31T23:59:59-14:00"}, "to"),  # after year 9999 once in UTC (was a 500)
         ({"from": "2025-03-02", "to": "2025-03-01"}, "from"),  # empty period
         ({"since": "2025-03-01", "until": "2025-03-01"}, "since"),  # empty period (to is exclusive)
         ({"from": "2025-03-01", "since": "2025-03-01"}, "since"),  # aliases together

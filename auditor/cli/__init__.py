@@ -15,7 +15,9 @@ Exit codes (all commands):
 - 4 a check ran and missed its acceptance target (``testbed validate``);
 - 130 interrupted (Ctrl-C).
 
-A handler raises :class:`CliError` for an error the user can fix; ``main`` prints it as
+A usage error (unknown option, missing required option, bad choice) is argparse's: usage and message
+on stderr, exit 2, and under ``--json`` also the JSON error on stdout. A handler raises
+:class:`CliError` for an error the user can fix; ``main`` prints it as
 ``error: ...`` on stderr (and, with ``--json``, also as ``{"error": ..., "exit_code": ...}`` on
 stdout, so a script reading stdout sees why there is no result) and returns its exit code. Anything
 else is caught as an internal error: a user never sees a traceback unless they ask for it.
@@ -30,6 +32,7 @@ import pkgutil
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -54,8 +57,23 @@ class CliError(Exception):
         self.exit_code = exit_code
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that remembers its usage error, so ``main`` can also report it as JSON
+    under ``--json`` (argparse itself only writes usage and message on stderr). Sub-command parsers
+    are of the same class (``add_subparsers`` uses the parent's class)."""
+
+    last_error: str | None = None
+
+    def error(self, message: str) -> NoReturn:
+        _Parser.last_error = f"{self.prog}: error: {message}"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The whole command line. Imports only the ``auditor.cli`` modules (and the light
+    ``auditor.testbed.names``/``corpus``): torch, transformers, numpy and the solver are imported by
+    the handlers, so ``--help`` is instant (tests/test_cli.py checks it in a fresh interpreter)."""
+    parser = _Parser(
         prog="interaction-auditor",
         description="Explain a model's answers with AND-OR interactions and audit them.",
         epilog=EPILOG,
@@ -72,9 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    """Report an error on stderr (and as JSON on stdout under ``--json``); return its exit code."""
-    print(message, file=sys.stderr)
+def _fail(args: argparse.Namespace, message: str, code: int, echo: bool = True) -> int:
+    """Report an error on stderr (unless ``echo`` is false: already written there) and as JSON on
+    stdout under ``--json``; return its exit code."""
+    if echo:
+        print(message, file=sys.stderr)
     if getattr(args, "json", False):
         try:
             sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
@@ -88,7 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code. Usage errors and ``--help`` exit through argparse
     (``SystemExit`` 2 and 0), as every argparse program does."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _Parser.last_error = None
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as exit:  # usage error (2) or --help (0): argparse has written to stderr/stdout
+        if exit.code == EXIT_BAD_INPUT and _Parser.last_error and "--json" in arguments:
+            _fail(argparse.Namespace(json=True), _Parser.last_error, EXIT_BAD_INPUT, echo=False)
+        raise
     try:
         return int(args.handler(args) or 0)
     except CliError as error:

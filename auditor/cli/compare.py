@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     _check_ranges(args)
     prompts_path = Path(args.prompts).expanduser()
     if not prompts_path.is_file():
-        raise CliError(f"prompts file {str(prompts_path)!r} does not exist", EXIT_BAD_INPUT)
+        problem = "is not a file" if prompts_path.exists() else "does not exist"
+        raise CliError(f"--prompts: {str(prompts_path)!r} {problem}", EXIT_BAD_INPUT)
     try:
         items = load_prompts(prompts_path, limit=args.max_prompts)
     except (CompareInputError, UnicodeDecodeError) as error:

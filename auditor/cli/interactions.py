@@ -7,7 +7,8 @@ Example::
 
     interaction-auditor interactions --values outputs.json --names judge,knife,alibi --json
 
-The solver (torch, HiGHS) is imported only when the command runs, not when the parser is built. A
+The solver (torch, HiGHS), and even numpy, are imported only when the command runs, not when the
+parser is built (``--help`` stays instant; tests/test_cli.py checks it in a fresh interpreter). A
 spinner on stderr shows the solve (seconds to minutes at n = 14..20); ``--json`` output on stdout
 stays machine-readable.
 """
@@ -18,13 +19,17 @@ import argparse
 import json
 import math
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from auditor.cli import EXIT_BAD_INPUT, CliError
-from auditor.interactions import DEFAULT_SALIENT_THRESHOLD, Interactions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from auditor.interactions import Interactions
 
 MAX_PLAYERS = 20  # = auditor.solver.MAX_PLAYERS (checked in tests/test_cli.py); the solver loads torch
+SALIENT_THRESHOLD = 0.05  # = auditor.interactions.DEFAULT_SALIENT_THRESHOLD (checked in tests/test_cli.py)
 
 EPILOG = """\
 values: index k holds the output with exactly the players of the set bits of k present
@@ -50,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--and-only", action="store_true", help="AND interactions only (no OR terms)")
     parser.add_argument("--names", help="comma-separated player names, one per player")
     parser.add_argument(
-        "--threshold", type=float, default=DEFAULT_SALIENT_THRESHOLD, help="salience, relative to the strongest term"
+        "--threshold", type=float, default=SALIENT_THRESHOLD,
+        help=f"salience, relative to the strongest term (default {SALIENT_THRESHOLD})"
     )
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
     parser.set_defaults(handler=run)
@@ -58,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_values(path: Path) -> np.ndarray:
     """Read the game's outputs; every way this can go wrong becomes a message naming the problem."""
+    import numpy as np
+
     if not path.exists():
         raise CliError(f"--values: no such file: {path}", EXIT_BAD_INPUT)
     try:

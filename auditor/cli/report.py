@@ -82,16 +82,39 @@ def open_existing_store(url: str | None) -> Any:
     path = _store_path(url)
     if path is not None:
         file = Path(path).expanduser()
+        if file.is_dir():
+            raise CliError(f"{str(file)!r} is a directory, not an audit store file; check --store (given: {url!r}) "
+                           "or AUDITOR_STORE_URL", EXIT_MISSING_RESOURCE)
         if not file.is_file():
             hint = "" if file.parent.is_dir() else f" (directory {str(file.parent)!r} does not exist either)"
             raise CliError(f"no audit store at {str(file)!r}{hint}; check --store (given: {url!r}) or "
                            "AUDITOR_STORE_URL", EXIT_MISSING_RESOURCE)
+        _check_is_audit_store(file, url)
     try:
         store = open_store(url)
         store.count()
     except (sqlite3.DatabaseError, StoreError, OSError) as error:
         raise CliError(f"cannot read the audit store {url!r}: {error}", EXIT_MISSING_RESOURCE) from error
     return store
+
+
+def _check_is_audit_store(file: Path, url: str) -> None:
+    """Exit 3 unless ``file`` is an SQLite database holding the audit tables, checked read-only:
+    ``open_store`` creates its tables in whatever file it is given, so a mistyped ``--store`` naming
+    another application's database (or an empty file) would otherwise be altered and reported as
+    a store with 0 audits and a verified chain."""
+    try:
+        connection = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise CliError(f"cannot read the audit store {url!r}: {error}", EXIT_MISSING_RESOURCE) from error
+    missing = sorted({"audits", "meta"} - tables)
+    if missing:
+        raise CliError(f"{str(file)!r} is not an audit store (no {' or '.join(missing)} table); check --store "
+                       f"(given: {url!r}) or AUDITOR_STORE_URL", EXIT_MISSING_RESOURCE)
 
 
 def run(args: argparse.Namespace) -> int:

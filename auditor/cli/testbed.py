@@ -1,8 +1,9 @@
 """``interaction-auditor testbed ...``: build and validate the ground-truth model family.
 
-``testbed build [--out DIR] [--only NAME ...] [--seed S] [--template-set T] [--workers N]`` trains
-the models that are not cached yet and prints each model's measured train/held-out accuracy and
-loss, generalization gap and conflict accuracy.
+``testbed build [--out DIR] [--only NAME ...] [--seed S] [--template-set T] [--workers N] [--json]``
+trains the models that are not cached yet and prints each model's measured train/held-out accuracy
+and loss, generalization gap and conflict accuracy (with ``--json``: one object with every model's
+path, whether it was cached, its timings and metrics).
 
 ``testbed validate [--prompts 20] [--seed S] [--template-set T] [--json]`` builds what is missing,
 audits every model on conflict prompts of its own world (see ``auditor.validation``) and prints per
@@ -10,7 +11,9 @@ model the held-out accuracy, generalization gap, mean misattribution, overfittin
 and cancellation, then the two acceptance figures (misattribution AUC, overfitting Spearman) with
 their targets. Exit code 0 when both are met, 4 (``EXIT_NOT_ACCEPTED``) when either is not.
 
-Sub-commands register themselves through ``SUBCOMMANDS``.
+Sub-commands register themselves through ``SUBCOMMANDS``. Building the parsers imports only
+``auditor.testbed.names`` and ``corpus`` (no torch): ``--help`` must be instant, so everything heavy is
+imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from auditor.cli import EXIT_NOT_ACCEPTED, EXIT_OK, CliError
 
 def _add_world_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the testbed sub-commands: where the models live and which world."""
-    from auditor.testbed import corpus, models
+    from auditor.testbed import corpus, names
 
     parser.add_argument(
         "--out",
@@ -34,7 +37,7 @@ def _add_world_options(parser: argparse.ArgumentParser) -> None:
         dest="root",
         type=Path,
         default=None,
-        help=f"model cache directory (default: ${models.ENV_ROOT} or ~/.cache/interaction-auditor/testbed)",
+        help=f"model cache directory (default: ${names.ENV_ROOT} or ~/.cache/interaction-auditor/testbed)",
     )
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed (default 0)")
     parser.add_argument(
@@ -69,13 +72,24 @@ def _metrics_table(infos: dict[str, dict[str, Any]]) -> Any:
     return table
 
 
+def _check_workers(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise CliError(f"--workers must be at least 1, got {args.workers}")
+
+
 def _build(args: argparse.Namespace) -> int:
+    import json
+
     from rich.console import Console
 
     from auditor.testbed import models
 
+    _check_workers(args)
     console = Console(stderr=True)
     names = args.only or list(models.MODEL_NAMES)
+    specs = models.model_specs(args.seed, args.template_set)
+    # what the cache already holds, before build_all fills it (build_all skips exactly these)
+    cached = {name: models.is_built(models.model_dir(specs[name], args.root)) for name in names}
     started = time.perf_counter()
     try:
         paths = models.build_all(
@@ -90,6 +104,9 @@ def _build(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from error
     elapsed = time.perf_counter() - started
     infos = {name: models.read_info(path) for name, path in paths.items()}
+    if args.json:
+        print(json.dumps(_build_summary(args, paths, infos, cached, elapsed), indent=2))
+        return EXIT_OK
     Console().print(_metrics_table(infos))
     for name, path in paths.items():
         print(f"{name}\t{path}")
@@ -97,27 +114,66 @@ def _build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _register_build(subparsers: Any) -> None:
+def _build_summary(
+    args: argparse.Namespace,
+    paths: dict[str, Path],
+    infos: dict[str, dict[str, Any]],
+    cached: dict[str, bool],
+    elapsed: float,
+) -> dict[str, Any]:
+    """The ``--json`` result of ``testbed build``: one entry per model, in the order asked for.
+
+    ``seconds`` are the model's own build timings from its ``testbed.json`` (for a cached model, those
+    of the build that made it); ``metrics`` are the measured train/held-out/gap/conflict figures.
+    """
     from auditor.testbed import models
+
+    return {
+        "root": str(args.root if args.root is not None else models.default_root()),
+        "seed": args.seed,
+        "template_set": args.template_set,
+        "seconds": elapsed,
+        "models": [
+            {
+                "name": name,
+                "path": str(path),
+                "cached": cached[name],
+                "hash": infos[name].get("hash"),
+                "seconds": infos[name].get("seconds"),
+                "metrics": infos[name].get("metrics"),
+            }
+            for name, path in paths.items()
+        ],
+    }
+
+
+def _register_build(subparsers: Any) -> None:
+    from auditor.testbed import names
 
     parser = subparsers.add_parser(
         "build",
         help="train the testbed models that are not cached yet",
         description="Train (or find in the cache) the clean, shortcut and overfit testbed models.",
+        epilog="exit codes: 0 built (or found cached); 1 internal error; 2 bad input (options out of range).",
     )
     _add_world_options(parser)
     parser.add_argument(
         "--only",
         nargs="+",
         metavar="NAME",
-        choices=list(models.MODEL_NAMES),
-        help=f"build only these models ({', '.join(models.MODEL_NAMES)})",
+        choices=list(names.MODEL_NAMES),
+        help=f"build only these models ({', '.join(names.MODEL_NAMES)})",
     )
     parser.add_argument(
         "--workers",
         type=int,
         default=2,
         help="models trained in parallel, one CPU thread each (default 2)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (per model: path, cached, timings, metrics) instead of the table",
     )
     parser.set_defaults(handler=_build)
 
@@ -176,6 +232,9 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.prompts < 2:
         raise CliError("--prompts must be at least 2 (an AUC needs prompts on both sides)")
+    if not 0.0 <= args.qthres < 1.0:
+        raise CliError(f"--qthres must be in [0, 1), got {args.qthres}")
+    _check_workers(args)
     console = Console(stderr=True)
     started = time.perf_counter()
     try:
