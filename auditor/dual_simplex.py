@@ -72,6 +72,7 @@ class SimplexOptions:
     max_iterations: int | None = None  # default: 20 * 2^n per game
     time_limit: float | None = None  # seconds for the whole batch
     initial_capacity: int = 32  # tensor path: starting size of the k x k blocks
+    max_basis: int | None = None  # hand a game back (``dense``) once its basis has more tight rows
     backend: Literal["auto", "compiled", "tensor"] = "auto"  # auto: tensor on CUDA, compiled on CPU
 
 
@@ -85,6 +86,7 @@ class SimplexResult:
     perturbed_duals: np.ndarray  # (B, 2^n): y of the perturbed problem, dual feasible for it
     iterations: np.ndarray  # (B,) int
     converged: np.ndarray  # (B,) bool: primal feasible within tolerance at a dual feasible basis
+    dense: np.ndarray  # (B,) bool: stopped because the basis passed ``max_basis`` (x, y not meaningful)
     basis_rows: list[list[int]] = field(default_factory=list)  # tight rows of the final basis
     basis_columns: list[list[int]] = field(default_factory=list)  # its columns (OR set S as 2^n + S)
 
@@ -146,11 +148,12 @@ def _solve_cpu(values: np.ndarray, taus: np.ndarray, allowed: np.ndarray, costs:
     stop = np.zeros(1, dtype=np.int64)
     candidates = min(options.pricing_candidates, size - 1)
     max_iterations = options.max_iterations or 20 * size
+    max_basis = size if options.max_basis is None else options.max_basis
 
     def run(b: int) -> None:
         outcome[b] = kernel.solve_one(
             values[b], float(taus[b]), allowed, costs, options.primal_tolerance, options.dual_tolerance,
-            options.pivot_tolerance, candidates, options.refactor_every, max_iterations, stop, x[b], y[b],
+            options.pivot_tolerance, candidates, options.refactor_every, max_iterations, max_basis, stop, x[b], y[b],
             y_perturbed[b], basis[b],
         )
 
@@ -178,6 +181,7 @@ def _solve_cpu(values: np.ndarray, taus: np.ndarray, allowed: np.ndarray, costs:
         perturbed_duals=y_perturbed,
         iterations=outcome[:, 1],
         converged=outcome[:, 0] == kernel.CONVERGED,
+        dense=outcome[:, 0] == kernel.DENSE,
         basis_rows=[basis[b, : k[b]].tolist() for b in range(batch)],
         basis_columns=[basis[b, k[b] : 2 * k[b]].tolist() for b in range(batch)],
     )

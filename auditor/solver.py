@@ -42,7 +42,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from auditor import column_generation, dual_simplex
+from auditor import column_generation, dual_simplex, interior_point
 from auditor.certificate import admissible_masks, apply_or, certify
 from auditor.interactions import Interactions, SolveMode
 from auditor.transforms import num_players, subset_sum
@@ -62,6 +62,12 @@ class SolverOptions:
     method: Method = "dual-simplex"  # "column-generation" skips the dual simplex (a cross-check)
     time_limit: float | None = None  # seconds per sample; the best certified point is returned
     simplex: dual_simplex.SimplexOptions = dual_simplex.SimplexOptions()
+    # a game whose simplex basis passes dense_fraction * 2^n tight rows has a dense optimum: it goes to
+    # auditor.interior_point (n in [dense_min_n, dense_max_n]: one (2^n)^2 matrix, 134 MB at n = 12)
+    dense_fraction: float | None = 0.25
+    dense_min_n: int = 9
+    dense_max_n: int = 12
+    interior_point: interior_point.InteriorPointOptions = interior_point.InteriorPointOptions()
     max_rounds: int = 500  # column generation
     rows_per_round: int | None = None
     cols_per_round: int | None = None
@@ -129,6 +135,8 @@ def extract_batch(
     if options.method == "dual-simplex":
         allowed = torch.cat([and_ok, or_ok]).cpu().numpy()
         simplex_options = options.simplex
+        if options.dense_fraction is not None and options.dense_min_n <= n <= options.dense_max_n:
+            simplex_options = replace(simplex_options, max_basis=max(1, int(options.dense_fraction * size)))
         if deadline is not None:
             simplex_options = replace(simplex_options, time_limit=max(deadline - time.perf_counter(), 0.0))
         simplex = dual_simplex.solve(scaled, tau, allowed, simplex_options)
@@ -144,6 +152,8 @@ def extract_batch(
             solutions.append((candidates[0].and_terms[b], candidates[0].or_terms[b], float(primal[b]),
                               float(dual[b]), info))
         bases = list(zip(simplex.basis_rows, simplex.basis_columns))
+        for b in np.flatnonzero(simplex.dense):
+            solutions[b] = _interior_point(scaled[b], float(tau[b]), and_ok, or_ok, options, deadline, solutions[b][4])
     else:
         bases = [((), ())] * batch
         solutions = [None] * batch  # type: ignore[list-item]
@@ -176,6 +186,16 @@ def extract_batch(
     ]
 
 
+def _interior_point(values: torch.Tensor, tau: float, and_ok: torch.Tensor, or_ok: torch.Tensor,
+                    options: SolverOptions, deadline: float | None, info: dict) -> tuple:
+    """A game the dual simplex handed back as dense, solved by ``auditor.interior_point`` (certified)."""
+    settings = replace(options.interior_point, tol=min(options.tol, options.interior_point.tol), deadline=deadline)
+    result = interior_point.solve(values, tau, and_ok, or_ok, settings)
+    info = {**info, "method": "dual-simplex+interior-point", "interior_point_iterations": result.iterations,
+            "basis_size": None}
+    return result.and_terms, result.or_terms, result.primal, result.dual, info
+
+
 def _gap(primal: float, dual: float) -> float:
     return max(primal - dual, 0.0) / primal if primal > 0 else 0.0
 
@@ -203,7 +223,8 @@ def _package(
     rebuilt = subset_sum(torch.as_tensor(and_scaled)) + apply_or(torch.as_tensor(or_scaled)[None])[0]
     q = rebuilt.numpy() - values
     q[0] = 0.0
-    iterations = info.get("simplex_iterations", 0) + info.get("rounds", 0)  # pivots, plus fallback rounds
+    # pivots, plus interior-point iterations and fallback rounds
+    iterations = info.get("simplex_iterations", 0) + info.get("interior_point_iterations", 0) + info.get("rounds", 0)
     return Interactions(
         n=n,
         values=values,
