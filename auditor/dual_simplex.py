@@ -188,6 +188,10 @@ def _solve_cpu(values: np.ndarray, taus: np.ndarray, allowed: np.ndarray, costs:
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the CPU kernel now, not inside the first audit's budget."""
+    """Compile (or load from numba's cache) the CPU kernel now, not inside the first audit's budget,
+    and the interior-point method's loop that dense games are handed to (``auditor.solver``)."""
+    from auditor import interior_point
+
+    interior_point.warm_up()
     values = torch.tensor([[0.0, 1.0, 0.5, 2.0]], dtype=torch.float64)
     solve(values, torch.tensor([0.04 * 2.0], dtype=torch.float64), admissible_columns(2, "and-or"))

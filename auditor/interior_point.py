@@ -20,9 +20,11 @@ product with A or A^T is a fast transform too.
 The LP in the form solved. Variables p, m >= 0 on the admissible columns (x = p - m, cost
 sum(p + m)) and a row slack s in [0, 2 tau] (the residual is lo + s); constraints
 ``A (p - m) - s = lo`` on the non-empty rows. Mehrotra's predictor-corrector with one step length
-per side; every Newton system is solved by the Cholesky factor plus two steps of iterative
-refinement on the primal residual (without them the primal residual stalls near 1e-8, which the
-certificate's repair multiplies by up to 2^k).
+per side; every Newton system is solved by the Cholesky factor plus iterative refinement on the
+primal residual while it keeps decreasing (at most ``refinement_steps``). Without it the primal residual
+stalls near 1e-8, which the certificate's repair multiplies by up to 2^k: with two steps the i.i.d.
+game at n = 10, seed 1 stalled at a certified gap of 1.04e-6; with refinement to convergence it
+reaches 4e-9 in 17 iterations.
 
 Judged by ``auditor.certificate`` at every iteration: the method stops as soon as its point is
 certified to ``tol`` (relative gap), or when the certified gap stops improving (numerical limit),
@@ -46,14 +48,14 @@ import torch
 from auditor.certificate import apply_or, certify
 from auditor.transforms import subset_sum, superset_sum
 
-__all__ = ["InteriorPointOptions", "InteriorPointResult", "solve"]
+__all__ = ["InteriorPointOptions", "InteriorPointResult", "solve", "warm_up"]
 
 
 @dataclass(frozen=True)
 class InteriorPointOptions:
     tol: float = 1e-7  # certified relative gap at which to stop (the solver reports 1e-6: a margin)
     max_iterations: int = 80
-    refinement_steps: int = 2  # iterative refinement of each Newton solve (primal residual)
+    refinement_steps: int = 8  # at most; iterative refinement of each Newton solve (primal residual)
     step_fraction: float = 0.995  # of the largest step to the boundary
     stall_iterations: int = 4  # stop after this many iterations without a better certified gap
     deadline: float | None = None  # time.perf_counter() value after which the best point is returned
@@ -82,8 +84,8 @@ def _pair_indices(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _fill_lower(sum_and, sum_or, total_or, d_slack, out) -> None:
-    """The lower triangle of the normal matrix (the only part Cholesky reads): a third of the gathers'
-    time at n = 10, and no (2^n)^2 index matrices."""
+    """The lower triangle of the normal matrix (the only part Cholesky reads): 0.9 ms of CPU at n = 10
+    where the gathers took 11 ms, and no (2^n)^2 index matrices."""
     rows = out.shape[0]
     full = rows  # 2^n - 1
     for i in range(rows):
@@ -100,12 +102,17 @@ def _normal_matrix(d_and: torch.Tensor, d_or: torch.Tensor, d_slack: torch.Tenso
 
     On the CPU only the lower triangle is filled (compiled loop); elsewhere the full matrix by gathers.
     """
+    if d_and.device.type != "cpu":
+        return _normal_matrix_gathered(d_and, d_or, d_slack, n)
+    out = torch.empty((d_slack.shape[0],) * 2, dtype=torch.float64)
+    _fill_lower(subset_sum(d_and).numpy(), subset_sum(d_or).numpy(), float(d_or.sum()), d_slack.numpy(), out.numpy())
+    return out
+
+
+def _normal_matrix_gathered(d_and: torch.Tensor, d_or: torch.Tensor, d_slack: torch.Tensor, n: int) -> torch.Tensor:
+    """The full normal matrix by two gathers over cached (2^n)^2 index matrices: the device path."""
     sum_and = subset_sum(d_and)
     sum_or = subset_sum(d_or)
-    if d_and.device.type == "cpu":
-        out = torch.empty((d_slack.shape[0],) * 2, dtype=torch.float64)
-        _fill_lower(sum_and.numpy(), sum_or.numpy(), float(d_or.sum()), d_slack.numpy(), out.numpy())
-        return out
     meet, join, complement = _pair_indices(n, d_and.device)
     outside = sum_or[complement]
     matrix = sum_and[meet]
@@ -212,8 +219,13 @@ def solve(
             dy = _cholesky_solve(factor, rhs)
             at_dy = apply_at(dy)
             dp, dm, ds = theta_p * (at_dy + g_p), theta_m * (-at_dy + g_m), theta_s * (-dy + g_s)
+            previous = math.inf
             for _ in range(options.refinement_steps):
                 residual = r_b - (apply_a(dp - dm) - ds)
+                size_now = float(residual.abs().max())
+                if size_now <= 1e-15 or size_now >= previous:
+                    break  # converged, or no longer improving
+                previous = size_now
                 correction = _cholesky_solve(factor, residual)
                 at_c = apply_at(correction)
                 dy, dp, dm, ds = dy + correction, dp + theta_p * at_c, dm - theta_m * at_c, ds - theta_s * correction
@@ -263,3 +275,9 @@ def solve(
         and_terms=certificate.and_terms[0], or_terms=certificate.or_terms[0], duals=duals,
         primal=float(certificate.primal[0]), dual=float(certificate.dual[0]), iterations=iteration,
     )
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the normal-matrix loop now, not inside an audit's budget."""
+    values = torch.tensor([0.0, 1.0, 0.5, 2.0], dtype=torch.float64)
+    solve(values, 0.08, *(torch.tensor(mask) for mask in ([False, True, True, True], [False, False, False, True])))
