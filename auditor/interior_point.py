@@ -37,18 +37,21 @@ Everything is torch in float64, so it runs on the games' device.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numba as nb
-import numpy as np
 import torch
 
 from auditor.certificate import apply_or, certify
 from auditor.transforms import subset_sum, superset_sum
 
-__all__ = ["InteriorPointOptions", "InteriorPointResult", "solve", "warm_up"]
+__all__ = ["InteriorPointOptions", "InteriorPointResult", "solve", "solve_many", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,58 @@ def solve(
         and_terms=certificate.and_terms[0], or_terms=certificate.or_terms[0], duals=duals,
         primal=float(certificate.primal[0]), dual=float(certificate.dual[0]), iterations=iteration,
     )
+
+
+_section_lock = threading.Lock()
+_section_depth = 0
+_section_saved = 1
+
+
+@contextmanager
+def _one_torch_thread():
+    """torch (MKL, OpenMP) on one thread while any caller is inside, restored by the last to leave.
+
+    Why: at n = 10 a Cholesky factorisation is ~10 ms of work, and a 2-thread OpenMP team on a
+    machine whose other core is busy waits for its descheduled thread at every barrier: measured on
+    the 2 shared cores of bench/README.md, one dense game took 8.7-26 s (of CPU, spinning) with
+    2 torch threads against 0.41 s with one. The games of a batch run in parallel instead, one per
+    thread (``solve_many``). torch's thread count is process-wide, so the section is counted: nested
+    or concurrent sections (an abandoned audit still solving) restore the setting exactly once.
+    """
+    global _section_depth, _section_saved
+    with _section_lock:
+        if _section_depth == 0:
+            _section_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _section_depth += 1
+    try:
+        yield
+    finally:
+        with _section_lock:
+            _section_depth -= 1
+            if _section_depth == 0:
+                torch.set_num_threads(_section_saved)
+
+
+def solve_many(
+    games: Sequence[tuple[torch.Tensor, float]],
+    and_ok: torch.Tensor,
+    or_ok: torch.Tensor,
+    options: InteriorPointOptions | None = None,
+) -> list[InteriorPointResult]:
+    """``solve`` for several (values, tau) games: on the CPU one game per thread, as many threads as
+    torch had on entry, each on single-threaded linear algebra (``_one_torch_thread``); on other
+    devices one after the other."""
+    if not games:
+        return []
+    if games[0][0].device.type != "cpu":
+        return [solve(values, tau, and_ok, or_ok, options) for values, tau in games]
+    threads = max(1, min(torch.get_num_threads(), len(games)))
+    with _one_torch_thread():
+        if threads == 1:
+            return [solve(values, tau, and_ok, or_ok, options) for values, tau in games]
+        with ThreadPoolExecutor(threads, thread_name_prefix="interior-point") as pool:
+            return list(pool.map(lambda game: solve(game[0], game[1], and_ok, or_ok, options), games))
 
 
 def warm_up() -> None:

@@ -124,3 +124,37 @@ def test_a_deadline_returns_an_honest_certificate() -> None:
     optimum = dense_lp_optimum(values, 0.04) / scale
     assert result.gap > 1e-6
     assert result.dual <= optimum * (1 + 1e-9) <= result.primal * (1 + 1e-9)
+
+
+def _scaled(values: np.ndarray) -> tuple[torch.Tensor, float]:
+    scaled = (values - values[0]) / np.abs(values - values[0]).max()
+    return torch.tensor(scaled), 0.04 * abs(float(scaled[-1]))
+
+
+def test_solve_many_on_two_threads_equals_one_game_at_a_time() -> None:
+    games = [_scaled(dense_game(7, seed)) for seed in (11, 12, 13)]
+    masks = admissible_masks(7, "and-or")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        parallel = interior_point.solve_many(games, *masks)
+        assert torch.get_num_threads() == 2  # the single-thread section gave the setting back
+    finally:
+        torch.set_num_threads(before)
+    for (values, tau), result in zip(games, parallel):
+        alone = interior_point.solve(values, tau, *masks)
+        assert result.gap <= 1e-7
+        assert result.primal == pytest.approx(alone.primal, rel=1e-7)
+
+
+def test_single_thread_sections_nest_and_restore_once() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with interior_point._one_torch_thread():
+            with interior_point._one_torch_thread():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1  # the outer section is still open
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
