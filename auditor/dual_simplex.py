@@ -29,7 +29,7 @@ solver. Measured at n = 10 on LM-like games: 200-700 pivots where HiGHS' dual si
 and each costs O(k^2) (lm seed 207 at n = 10: 10,135 pivots to k = 919, 12 s, ~1.8 ms per pivot at
 k ~ 900, twice HiGHS). With ``max_basis`` set (``auditor.solver`` sets 2^n / 4 for 9 <= n <= 12)
 such a game is handed back as ``dense`` when its basis passes that size, and solved by
-``auditor.interior_point`` instead (0.4-0.6 s of CPU at n = 10).
+``auditor.interior_point`` instead (~0.3 s of CPU at n = 10).
 
 Two implementations of these steps, one job each: ``dual_simplex_cpu`` (numba-compiled scalar
 loops, games in parallel on as many threads as torch uses: the fastest on a CPU, where operations

@@ -19,7 +19,8 @@ k x k block of tight rows and basic columns and prices everything else with O(n 
 ``dense_fraction`` 2^n tight rows (default a quarter, for 9 <= n <= 12) has a dense optimum, where
 the simplex's O(k^2) pivots cost more than HiGHS: the simplex hands it back and
 ``auditor.interior_point`` solves it (about 20 Cholesky factorisations of the 2^n-square normal
-matrix; measured at n = 10 on the lm batch's dense samples: 0.4-0.6 s of CPU instead of 2-14 s).
+matrix; measured at n = 10 on the lm batch's dense samples: ~0.4 s of CPU with the simplex's start,
+instead of 0.4-14 s).
 A game neither finishes (an iteration or time limit, a numerical breakdown, an interior point that
 stalls above ``tol``) goes to ``auditor.column_generation``, row and column generation over HiGHS,
 warm-started from the dual simplex's last basis.
@@ -158,7 +159,7 @@ def extract_batch(
                               float(dual[b]), info))
         bases = list(zip(simplex.basis_rows, simplex.basis_columns))
         dense = np.flatnonzero(simplex.dense).tolist()
-        settings = replace(options.interior_point, tol=min(options.tol, options.interior_point.tol), deadline=deadline)
+        settings = replace(options.interior_point, tol=options.tol, deadline=deadline)
         finished = interior_point.solve_many([(scaled[b], float(tau[b])) for b in dense], and_ok, or_ok, settings)
         for b, result in zip(dense, finished):
             info = {**solutions[b][4], "method": "dual-simplex+interior-point",
