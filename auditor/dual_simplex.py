@@ -25,8 +25,11 @@ so only the k x k block ``A[R, C]`` (tight rows R, basic columns C) and its inve
 An iteration costs O(n 2^n + k^2), against a sparse LU update over the whole LP in a general
 solver. Measured at n = 10 on LM-like games: 200-700 pivots where HiGHS' dual simplex needs
 1,500-7,500 on the full LP (bench/README.md). The expensive case is a game whose optimum is dense
-(tau small next to the noise, e.g. v(N) close to v(empty)): k approaches 2^n and the solve costs
-about as much as HiGHS on the full LP.
+(tau small next to the noise, e.g. v(N) close to v(empty)): k approaches 2^n, pivots grow to ~11 k
+and each costs O(k^2) (lm seed 207 at n = 10: 10,135 pivots to k = 919, 12 s, ~1.8 ms per pivot at
+k ~ 900, twice HiGHS). With ``max_basis`` set (``auditor.solver`` sets 2^n / 4 for 9 <= n <= 12)
+such a game is handed back as ``dense`` when its basis passes that size, and solved by
+``auditor.interior_point`` instead (~0.3 s of CPU at n = 10).
 
 Two implementations of these steps, one job each: ``dual_simplex_cpu`` (numba-compiled scalar
 loops, games in parallel on as many threads as torch uses: the fastest on a CPU, where operations
@@ -72,6 +75,7 @@ class SimplexOptions:
     max_iterations: int | None = None  # default: 20 * 2^n per game
     time_limit: float | None = None  # seconds for the whole batch
     initial_capacity: int = 32  # tensor path: starting size of the k x k blocks
+    max_basis: int | None = None  # hand a game back (``dense``) once its basis has more tight rows
     backend: Literal["auto", "compiled", "tensor"] = "auto"  # auto: tensor on CUDA, compiled on CPU
 
 
@@ -85,6 +89,7 @@ class SimplexResult:
     perturbed_duals: np.ndarray  # (B, 2^n): y of the perturbed problem, dual feasible for it
     iterations: np.ndarray  # (B,) int
     converged: np.ndarray  # (B,) bool: primal feasible within tolerance at a dual feasible basis
+    dense: np.ndarray  # (B,) bool: stopped because the basis passed ``max_basis`` (x, y not meaningful)
     basis_rows: list[list[int]] = field(default_factory=list)  # tight rows of the final basis
     basis_columns: list[list[int]] = field(default_factory=list)  # its columns (OR set S as 2^n + S)
 
@@ -146,11 +151,12 @@ def _solve_cpu(values: np.ndarray, taus: np.ndarray, allowed: np.ndarray, costs:
     stop = np.zeros(1, dtype=np.int64)
     candidates = min(options.pricing_candidates, size - 1)
     max_iterations = options.max_iterations or 20 * size
+    max_basis = size if options.max_basis is None else options.max_basis
 
     def run(b: int) -> None:
         outcome[b] = kernel.solve_one(
             values[b], float(taus[b]), allowed, costs, options.primal_tolerance, options.dual_tolerance,
-            options.pivot_tolerance, candidates, options.refactor_every, max_iterations, stop, x[b], y[b],
+            options.pivot_tolerance, candidates, options.refactor_every, max_iterations, max_basis, stop, x[b], y[b],
             y_perturbed[b], basis[b],
         )
 
@@ -178,12 +184,17 @@ def _solve_cpu(values: np.ndarray, taus: np.ndarray, allowed: np.ndarray, costs:
         perturbed_duals=y_perturbed,
         iterations=outcome[:, 1],
         converged=outcome[:, 0] == kernel.CONVERGED,
+        dense=outcome[:, 0] == kernel.DENSE,
         basis_rows=[basis[b, : k[b]].tolist() for b in range(batch)],
         basis_columns=[basis[b, k[b] : 2 * k[b]].tolist() for b in range(batch)],
     )
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the CPU kernel now, not inside the first audit's budget."""
+    """Compile (or load from numba's cache) the CPU kernel now, not inside the first audit's budget,
+    and the interior-point method's loop that dense games are handed to (``auditor.solver``)."""
+    from auditor import interior_point
+
+    interior_point.warm_up()
     values = torch.tensor([[0.0, 1.0, 0.5, 2.0]], dtype=torch.float64)
     solve(values, torch.tensor([0.04 * 2.0], dtype=torch.float64), admissible_columns(2, "and-or"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-CONVERGED, ITERATION_LIMIT, STOPPED, BREAKDOWN = 0, 1, 2, 3
+CONVERGED, ITERATION_LIMIT, STOPPED, BREAKDOWN, DENSE = 0, 1, 2, 3, 4
 
 _JIT = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"}, boundscheck=False)
 
@@ -164,10 +164,14 @@ def _multiply(inverse, vector, k, out) -> None:
 @nb.njit(**_JIT)
 def solve_one(
     values, tau, allowed, costs, primal_tolerance, dual_tolerance, pivot_tolerance, candidates,
-    refactor_every, max_iterations, stop, x_out, y_out, y_perturbed_out, basis_out,
+    refactor_every, max_iterations, max_basis, stop, x_out, y_out, y_perturbed_out, basis_out,
 ):
     """Dual simplex for one scaled game. Returns (status, iterations, k); basis_out[:k] holds the
     tight rows and basis_out[k:2k] the basic columns.
+
+    Status DENSE: the basis grew past ``max_basis`` rows, so the optimum is dense and the caller
+    solves the game by other means (``auditor.interior_point``); x_out and y_out are then left 0
+    (no final refactorisation is spent on a basis that is thrown away).
 
     Pricing is dual steepest edge restricted to the ``candidates`` most infeasible rows (measured:
     fewer iterations than steepest edge over all rows, which here often prefers rows of small
@@ -276,6 +280,9 @@ def solve_one(
                 leaving_slot = i
         if best_score < 0.0:
             status = CONVERGED
+            break
+        if k > max_basis:
+            status = DENSE
             break
         if not row_case:
             leaving_row = -1  # a basic column won over the best row
@@ -539,17 +546,18 @@ def solve_one(
 
     # --- outputs: the basic point, the perturbed duals, and the duals of the true costs
     x_out[:] = 0.0
+    y_out[:] = 0.0
     for i in range(k):
         bounds[i] = lo[rows[i]] if side[i] > 0 else hi[rows[i]]
-    ok = _invert_block(rows, columns, k, size, inverse)
-    if ok:
+    if status == DENSE:
+        pass
+    elif _invert_block(rows, columns, k, size, inverse):
         _multiply(inverse, bounds, k, x_basic)
         for i in range(k):
             x_out[columns[i]] += x_basic[i]
         ones = np.ones(columns_total)
         _duals_from_basis(rows, columns, sigma, k, ones, inverse, y_out)
     else:
-        y_out[:] = 0.0
         status = BREAKDOWN
     y_perturbed_out[:] = y
     for i in range(k):

@@ -112,6 +112,7 @@ def solve(
     out_y_perturbed = torch.zeros_like(out_and)
     out_iterations = torch.zeros(batch, dtype=torch.long, device=device)
     out_converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    out_dense = torch.zeros(batch, dtype=torch.bool, device=device)
     basis_rows: list[list[int]] = [[] for _ in range(batch)]
     basis_columns: list[list[int]] = [[] for _ in range(batch)]
 
@@ -138,6 +139,18 @@ def solve(
                 break
             x_basic, x_full, activity = x_basic[keep], x_full[keep], activity[keep]
             row_infeasibility, column_infeasibility = row_infeasibility[keep], column_infeasibility[keep]
+        if options.max_basis is not None and bool((state.k > options.max_basis).any()):
+            dense = state.k > options.max_basis  # a dense optimum: handed back for auditor.interior_point
+            out_dense[state.ids[dense]] = True
+            _emit(state, dense, torch.zeros_like(dense), x_full, costs, size, iteration - 1,
+                  out_and, out_or, out_y, out_y_perturbed, out_iterations, out_converged, basis_rows, basis_columns)
+            keep = ~dense
+            state.select(keep)
+            fixed = fixed[keep]
+            if not state.ids.numel():
+                break
+            x_basic, x_full, activity = x_basic[keep], x_full[keep], activity[keep]
+            row_infeasibility, column_infeasibility = row_infeasibility[keep], column_infeasibility[keep]
         stuck = _pivot(state, fixed, costs, allowed, size, candidates, options, activity, row_infeasibility,
                        column_infeasibility)
         if stuck.any():  # numerical breakdown (no entering variable): hand the game back unconverged
@@ -150,7 +163,7 @@ def solve(
             _refactor(state, costs, size)
     numpy = lambda t: t.cpu().numpy()  # noqa: E731
     return SimplexResult(numpy(out_and), numpy(out_or), numpy(out_y), numpy(out_y_perturbed), numpy(out_iterations),
-                         numpy(out_converged), basis_rows, basis_columns)
+                         numpy(out_converged), numpy(out_dense), basis_rows, basis_columns)
 
 
 def _sign(positive: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from auditor import dual_simplex  # noqa: E402
 from auditor.solver import SolverOptions, extract_batch, extract_interactions  # noqa: E402
 from auditor.transforms import and_transform  # noqa: E402
 from games import make_batch, make_game  # noqa: E402
@@ -425,7 +426,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true",
                    help="n = 8 and 10 only, 1 repeat, 2000 reference steps (time extrapolated), no HiGHS-4^n, "
                         "no n = 16, smaller batch budget, ours limited to 30 s per sample")
-    p.add_argument("--ns", default=None, help="comma-separated n for single solves (default 8,10,12; quick 8,10)")
+    p.add_argument("--ns", default=None,
+                   help="comma-separated n for single solves (default 8,10,12; quick 8,10; '' for none)")
+    p.add_argument("--batched-games", default="planted,lm", help="games of the batched section ('' for none)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats of runs under 2 s (default 3; quick 1)")
     p.add_argument("--ref-steps", type=int, default=None,
                    help="reference steps run at n <= 10 (default 20000; quick 2000), time extrapolated to the schedule")
@@ -466,13 +469,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    ns = [int(x) for x in args.ns.split(",")]
+    ns = [int(x) for x in args.ns.split(",") if x.strip()]
     torch.set_num_threads(args.threads)
     log = (lambda *a: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     started = time.perf_counter()
     load_start = os.getloadavg()
     extract_interactions(make_game("planted", 8, seed=99))  # warm-up (imports, numba cache, HiGHS, torch)
+    dual_simplex.warm_up()  # and the interior-point method of dense games
     extract_interactions(make_game("planted", 8, seed=99), options=SolverOptions(method="column-generation"))
     build_lp(make_game("planted", 8, seed=99))
 
@@ -484,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             single.append(single_row(kind, n, args))
 
     batched: list[dict[str, Any]] = []
-    for kind in ("planted", "lm"):
+    for kind in [k for k in args.batched_games.split(",") if k.strip()]:
         log(f"  batched n=10 {kind} ... ({time.perf_counter() - started:.0f} s)")
         batched += batch_rows(kind, args)
 
@@ -503,7 +507,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "explicit_max_n": args.explicit_max_n, "explicit_limit": args.explicit_limit,
                      "ours_limit": args.ours_limit, "highs_samples": args.highs_samples,
                      "largest_batch": args.largest_batch, "batch_threads": args.batch_threads,
-                     "cg_max_n": args.cg_max_n, "batch_budget": args.batch_budget},
+                     "cg_max_n": args.cg_max_n, "batch_budget": args.batch_budget,
+                     "batched_games": args.batched_games},
         "load_avg_start": list(load_start),
         "single": single,
         "batched": batched,
