@@ -17,8 +17,8 @@ Per prompt:
   [same sign] min(|a_t|, |b_t|) divided by sum of max(|a_t|, |b_t|). 1 for identical explanations.
 - **Order profiles** side by side (``metrics.compute_metrics(...).order_profile``).
 - **Non-generalizable strength**: ``metrics.fit_overfitting`` on each model's strength-per-order
-  profile (all non-zero terms): the spindle share. Over all prompts, profiles are pooled in units of
-  each prompt's output change and fitted once (``metrics.overfitting_over_window``); the model with the larger share carries more
+  profile (all non-zero terms): the spindle share. Over all prompts, strength profiles are added up
+  and fitted once (``metrics.overfitting_over_window``); the model with the larger share carries more
   spindle-shaped (non-generalizable) strength.
 - **Shared interactions** of the joint objective of Chen et al. (ICLR 2024), see
   :func:`joint_extraction`: both games are split together, penalising each set of players by the

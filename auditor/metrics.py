@@ -15,15 +15,19 @@ ratio 1/2: each extra player halves the expected strength) and which terms feed 
 part consists of many weak terms by nature, and the 5% salience cut would remove exactly the
 evidence the score needs.
 
-Over a window, profiles are pooled in units of the output, |v(N) - v(empty)| (the unit science.md
-gives the order profile), not each scaled to unit mass. Why: noise-like interactions cancel. Their
-Harsanyi dividends are zero-mean, so they add strength without adding to v(N) - v(empty) (by
-universal matching the terms sum to it), whereas generalizable terms add up to it. A request whose
-strength is many times its output (``amplification`` = sum |I(S)| / |v(N) - v(empty)|) carries that
-much more non-generalizable strength; scaling every request to unit mass threw this away and gave a
-memorising request the weight of a clean one. Pooling in output units makes the window score the
-spindle share of the window's total strength (a ratio of sums), the natural pooled estimate of a
-share. Per request the share is scale-free, so a single request's score is unchanged.
+Over a window, profiles are pooled in the game's own unit (nats of log-odds) and fitted once: the
+window score is the spindle share of the window's total strength, a ratio of sums. Why not scale
+each request to unit mass first (as before): noise-like interactions cancel. Their Harsanyi
+dividends are zero-mean, so they add strength without adding output (by universal matching all
+terms sum to v(N) - v(empty)); a memorising request carries many times the strength of a clean one,
+and unit-mass scaling gave it a clean request's weight (a window of half clean, half noise-dominated
+requests then scored below a window of uniformly mild ones; see the oracle test in
+tests/test_metrics.py). Why not pool in units of each request's |v(N) - v(empty)| (science.md's
+unit for the order profile): that divides by a per-request quantity that is near zero exactly on
+noise-dominated requests, so one request can carry a hundred times the weight of the others
+(measured on the testbed: per-request strength / |v(N) - v(empty)| up to 143 against a median of 8),
+a ratio estimator without a finite variance. Per request the share is scale-free, so a single
+request's score does not depend on any of this.
 """
 
 from __future__ import annotations
@@ -57,10 +61,10 @@ class OverfittingFit(BaseModel):
     spindle_weight: float
     residual: float = Field(description="L2 misfit of the mixture to the normalised profile")
     profile: list[float] = Field(description="normalised strength per order over all non-zero terms")
-    amplification: float | None = Field(
+    strength: float | None = Field(
         default=None,
-        description="sum of |I(S)| over all terms divided by |v(N) - v(empty)|: the weight of this request's "
-        "profile when a window is pooled in output units (None: unknown, weight 1)",
+        description="sum of |I(S)| over all non-zero terms, in the output's unit (nats of log-odds): the "
+        "weight of this request's profile when a window is pooled (None: unknown, weight 1)",
     )
 
 
@@ -126,27 +130,26 @@ def fit_overfitting(profile: np.ndarray) -> OverfittingFit:
     )
 
 
-def amplification(interactions: Interactions, profile: np.ndarray | None = None) -> float | None:
+def amplification(interactions: Interactions) -> float | None:
     """Total interaction strength in units of the output, sum |I(S)| / |v(N) - v(empty)|.
 
     1 when every term pushes the same way; large when strength cancels, as noise-like terms do.
-    None when the output does not move (v(N) = v(empty)), where the unit is undefined.
+    A diagnostic (not a pooling weight, see the module docstring). None when v(N) = v(empty).
     """
     normaliser = interactions.normaliser
     if normaliser <= 0:
         return None
-    total = float((strength_by_order(interactions) if profile is None else profile).sum())
-    return total / normaliser
+    return float(strength_by_order(interactions).sum()) / normaliser
 
 
 def fit_window(profiles: Sequence[np.ndarray], weights: Sequence[float | None] | None = None) -> OverfittingFit:
-    """One mixture for a window of normalised profiles, each scaled by its weight (its amplification).
+    """One mixture for a window of profiles, each scaled to unit mass times its weight (its strength).
 
     Requests may have different numbers of players, so profiles cannot be added entry by entry;
     each contributes its own rows (its weighted profile against its own n's templates) to a single
     stacked NNLS with shared weights. For equal n this is exactly the fit of the weighted mean
     profile (the stacked normal equations coincide). A weight of None counts as 1 (records written
-    before amplifications were stored). The reported profile is the weighted mean, renormalised,
+    before strengths were stored). The reported profile is the weighted mean, renormalised,
     over the requests with the window's most common n.
     """
     rows, targets, by_n = [], [], {}
@@ -178,17 +181,13 @@ def fit_window(profiles: Sequence[np.ndarray], weights: Sequence[float | None] |
 
 
 def overfitting_over_window(results: Iterable[Interactions]) -> OverfittingFit:
-    """One score for a window of audits: their profiles pooled in output units, fitted once.
+    """One score for a window of audits: their strength profiles added up (nats) and fitted once.
 
-    See the module docstring for why the pooling is in units of |v(N) - v(empty)| and
-    ``fit_window`` for how requests with different numbers of players are combined.
+    See the module docstring for why the window is pooled in the game's unit and ``fit_window``
+    for how requests with different numbers of players are combined.
     """
-    profiles, weights = [], []
-    for result in results:
-        profile = strength_by_order(result)
-        profiles.append(profile)
-        weights.append(amplification(result, profile))
-    return fit_window(profiles, weights)
+    profiles = [strength_by_order(result) for result in results]
+    return fit_window(profiles, [float(profile.sum()) for profile in profiles])
 
 
 # --- the per-request metrics --------------------------------------------------------------------
@@ -267,7 +266,7 @@ def compute_metrics(
     salient = interactions.salient(salient_threshold)
     profile = strength_by_order(interactions)
     fit = fit_overfitting(profile)
-    fit.amplification = amplification(interactions, profile)
+    fit.strength = float(profile.sum())
     return AuditMetrics(
         n=interactions.n,
         normaliser=interactions.normaliser,

@@ -7,7 +7,7 @@ from an :class:`auditor.store.AuditStore` (or a store URL) and gathers what a co
 - audit counts by sampling reason and outcome (the reasons let a reader weight the sample back
   to the population of requests);
 - distributions of the overfitting, misattribution and sparsity scores (histograms and summary
-  statistics), and per model the window overfitting score (order profiles pooled in output units, then fitted);
+  statistics), and per model the window overfitting score (strength profiles added up, then fitted);
 - the flagged audits with their strongest interactions, each drawn over the prompt's words as the
   record keeps them (redaction ``full``: the words; ``masked``: the ``[p3:forbidden]``
   placeholders; ``hash``: no words at all, players by index and label only);
@@ -264,9 +264,8 @@ METHODS: tuple[tuple[str, str], ...] = (
      "their strength per order follows the number of such sets, a spindle peaking at middle orders. The "
      "strength per order of all non-zero interactions is fitted as a non-negative mix of a decay shape and "
      "a spindle shape; the score is the spindle share of the mix, from 0 (all decay) to 1 (all spindle). "
-     "Over a period, the profiles of one model's audits are added up in units of each audit's output change "
-     "and fitted once, so an audit whose interactions cancel (much strength, little output: noise-like) "
-     "weighs by its strength."),
+     "Over a period, the strength profiles of one model's audits are added up and fitted once, so an audit "
+     "whose interactions cancel (much strength, little output: noise-like) weighs by its strength."),
     ("Misattribution score",
      "Players can carry labels: relevant, irrelevant, forbidden (for example gender) or unlabelled. An "
      "interaction that involves an irrelevant or forbidden player is unreliable. The score is the unreliable "
@@ -453,7 +452,7 @@ class _ModelAcc:
         self.last: datetime | None = None
         self.scores: dict[str, list[float]] = defaultdict(list)
         self.profiles: dict[int, list[np.ndarray]] = defaultdict(list)
-        self.amplifications: dict[int, list[float | None]] = defaultdict(list)
+        self.strengths: dict[int, list[float | None]] = defaultdict(list)
 
 
 def _open(store: Any) -> Any:
@@ -570,7 +569,7 @@ def _build(store: Any, since: Any, until: Any, model: str | None, *, top_terms: 
                 p = np.asarray([_float(x) or 0.0 for x in profile])
                 if p.sum() > 0:
                     acc.profiles[len(p)].append(p / p.sum())
-                    acc.amplifications[len(p)].append(_float(fitted.get("amplification")))
+                    acc.strengths[len(p)].append(_float(fitted.get("strength")))
         if progress is not None:
             progress(total)
         if cursor is None:
@@ -584,7 +583,7 @@ def _build(store: Any, since: Any, until: Any, model: str | None, *, top_terms: 
         acc = models[model_id]
         window = []
         for n in sorted(acc.profiles):
-            fit = fit_window(acc.profiles[n], acc.amplifications[n])
+            fit = fit_window(acc.profiles[n], acc.strengths[n])
             window.append(WindowOverfitting(n=n, audits=len(acc.profiles[n]), score=fit.score,
                                             decay_weight=fit.decay_weight, spindle_weight=fit.spindle_weight))
         identities.append(ModelIdentity(

@@ -84,12 +84,12 @@ def test_strength_by_order_sums_all_terms() -> None:
     assert strength_by_order(result).tolist() == [1.0, 2.5, 0.25, 0.0]
 
 
-def test_window_fit_averages_normalised_profiles() -> None:
+def test_window_fit_adds_strength_profiles() -> None:
     n = 6
     # every subset equally strong: strength per order is C(n, m), the spindle template exactly
     spindle_game = build(n, {mask: 1.0 for mask in range(1, 1 << n)})
-    # one set per order carrying the decay template's mass
-    decay_game = build(n, {(1 << m) - 1: float(w) for m, w in enumerate(decay_template(n), start=1)})
+    # one set per order carrying the decay template's mass, as much strength in all (63) as the spindle game
+    decay_game = build(n, {(1 << m) - 1: 63.0 * float(w) for m, w in enumerate(decay_template(n), start=1)})
     assert fit_overfitting(strength_by_order(spindle_game)).score == pytest.approx(1.0)
     assert fit_overfitting(strength_by_order(decay_game)).score == pytest.approx(0.0, abs=1e-9)
     assert overfitting_over_window([spindle_game, decay_game]).score == pytest.approx(0.5)
@@ -100,15 +100,16 @@ def test_window_fit_accepts_requests_with_different_numbers_of_players() -> None
     # a window mixes prompts with 8, 9 and 10 players: each is fitted against its own n's templates
     spindle_6 = build(6, {mask: 1.0 for mask in range(1, 1 << 6)})
     spindle_5 = build(5, {mask: 1.0 for mask in range(1, 1 << 5)})
-    decay_4 = build(4, {(1 << m) - 1: float(w) for m, w in enumerate(decay_template(4), start=1)})
+    # strength 47 each: two of them weigh as much as the two spindles (63 + 31)
+    decay_4 = build(4, {(1 << m) - 1: 47.0 * float(w) for m, w in enumerate(decay_template(4), start=1)})
     assert overfitting_over_window([spindle_6, spindle_5]).score == pytest.approx(1.0)
     assert overfitting_over_window([decay_4]).score == pytest.approx(0.0, abs=1e-9)
     mixed = overfitting_over_window([spindle_6, decay_4, spindle_5, decay_4])
     assert 0.3 < mixed.score < 0.7 and len(mixed.profile) == 4  # the most common n is reported
-    # equal n: the stacked fit is the fit of the mean profile in output units (same normal equations)
+    # equal n: the stacked fit is the fit of the summed strength profile (same normal equations)
     rng = np.random.default_rng(1)
     games = [build(6, {int(m): float(rng.normal()) for m in rng.integers(1, 64, 12)}) for _ in range(5)]
-    mean_profile = np.mean([strength_by_order(g) / g.normaliser for g in games], axis=0)
+    mean_profile = np.sum([strength_by_order(g) for g in games], axis=0)
     assert overfitting_over_window(games).score == pytest.approx(fit_overfitting(mean_profile).score, abs=1e-9)
 
 
@@ -116,7 +117,7 @@ def test_amplification_is_strength_over_output() -> None:
     # v(N) = 4 - 1 + 2 = 5, total strength 7: 2 units cancel
     result = build(3, {0b001: 4.0, 0b011: -1.0}, {0b101: 2.0})
     assert amplification(result) == pytest.approx(7.0 / 5.0)
-    assert compute_metrics(result).overfitting_fit.amplification == pytest.approx(7.0 / 5.0)
+    assert compute_metrics(result).overfitting_fit.strength == pytest.approx(7.0)
     assert amplification(build(2, {0b01: 1.0, 0b10: -1.0})) is None  # the output does not move
     with pytest.raises(ValueError, match="weights"):
         fit_window([np.ones(3)], [1.0, 2.0])
