@@ -583,7 +583,9 @@ def _build(store: Any, since: Any, until: Any, model: str | None, *, top_terms: 
         acc = models[model_id]
         window = []
         for n in sorted(acc.profiles):
-            fit = fit_window(acc.profiles[n], acc.strengths[n])
+            # records from before strengths were stored cannot be weighed with the others: unit mass for all
+            strengths = acc.strengths[n] if all(w is not None for w in acc.strengths[n]) else None
+            fit = fit_window(acc.profiles[n], strengths)
             window.append(WindowOverfitting(n=n, audits=len(acc.profiles[n]), score=fit.score,
                                             decay_weight=fit.decay_weight, spindle_weight=fit.spindle_weight))
         identities.append(ModelIdentity(
