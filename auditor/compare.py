@@ -17,8 +17,8 @@ Per prompt:
   [same sign] min(|a_t|, |b_t|) divided by sum of max(|a_t|, |b_t|). 1 for identical explanations.
 - **Order profiles** side by side (``metrics.compute_metrics(...).order_profile``).
 - **Non-generalizable strength**: ``metrics.fit_overfitting`` on each model's strength-per-order
-  profile (all non-zero terms): the spindle share. Over all prompts, profiles are averaged and
-  fitted once (``metrics.overfitting_over_window``); the model with the larger share carries more
+  profile (all non-zero terms): the spindle share. Over all prompts, strength profiles are added up
+  and fitted once (``metrics.overfitting_over_window``); the model with the larger share carries more
   spindle-shaped (non-generalizable) strength.
 - **Shared interactions** of the joint objective of Chen et al. (ICLR 2024), see
   :func:`joint_extraction`: both games are split together, penalising each set of players by the
@@ -733,17 +733,11 @@ def compare_models(
         return float(np.mean(vals)) if vals else None
 
     def window(results: Sequence[Interactions]) -> float | None:
-        from auditor.metrics import strength_by_order
+        from auditor.metrics import overfitting_over_window, strength_by_order
 
-        groups: dict[int, list[np.ndarray]] = {}
-        for r in results:
-            prof = strength_by_order(r)
-            if prof.sum() > 0:
-                groups.setdefault(r.n, []).append(prof / prof.sum())
-        if not groups:
+        if not any(strength_by_order(r).sum() > 0 for r in results):
             return None
-        scores = [(len(ps), fit_overfitting(np.mean(np.stack(ps), axis=0)).score) for ps in groups.values()]
-        return sum(w * s for w, s in scores) / sum(w for w, _ in scores)
+        return overfitting_over_window(results).score
 
     def profile(side: str, sign: str) -> list[float]:
         width = max((p.n for p in prompts), default=0)

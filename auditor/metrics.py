@@ -13,8 +13,21 @@ share w_s / (w_d + w_s). Two choices are explicit and recorded: the decay templa
 ratio 1/2: each extra player halves the expected strength) and which terms feed the profile. We use
 *all* non-zero terms of the certified optimum rather than only the salient ones: the non-generalizable
 part consists of many weak terms by nature, and the 5% salience cut would remove exactly the
-evidence the score needs. Over a window, profiles are averaged before fitting, which is far more
-stable than averaging per-request shares.
+evidence the score needs.
+
+Over a window, profiles are pooled in the game's own unit (nats of log-odds) and fitted once: the
+window score is the spindle share of the window's total strength, a ratio of sums. Why not scale
+each request to unit mass first (as before): noise-like interactions cancel. Their Harsanyi
+dividends are zero-mean, so they add strength without adding output (by universal matching all
+terms sum to v(N) - v(empty)); a memorising request carries many times the strength of a clean one,
+and unit-mass scaling gave it a clean request's weight (a window of half clean, half noise-dominated
+requests then scored below a window of uniformly mild ones; see the oracle test in
+tests/test_metrics.py). Why not pool in units of each request's |v(N) - v(empty)| (science.md's
+unit for the order profile): that divides by a per-request quantity that is near zero exactly on
+noise-dominated requests, so one request can carry a hundred times the weight of the others
+(measured on the testbed: per-request strength / |v(N) - v(empty)| up to 143 against a median of 8),
+a ratio estimator without a finite variance. Per request the share is scale-free, so a single
+request's score does not depend on any of this.
 """
 
 from __future__ import annotations
@@ -48,6 +61,11 @@ class OverfittingFit(BaseModel):
     spindle_weight: float
     residual: float = Field(description="L2 misfit of the mixture to the normalised profile")
     profile: list[float] = Field(description="normalised strength per order over all non-zero terms")
+    strength: float | None = Field(
+        default=None,
+        description="sum of |I(S)| over all non-zero terms, in the output's unit (nats of log-odds): the "
+        "weight of this request's profile when a window is pooled (None: unknown, weight 1)",
+    )
 
 
 class Faithfulness(BaseModel):
@@ -112,38 +130,64 @@ def fit_overfitting(profile: np.ndarray) -> OverfittingFit:
     )
 
 
-def overfitting_over_window(results: Iterable[Interactions]) -> OverfittingFit:
-    """One score for a window of audits: one mixture fitted to all normalised profiles at once.
+def amplification(interactions: Interactions) -> float | None:
+    """Total interaction strength in units of the output, sum |I(S)| / |v(N) - v(empty)|.
 
-    Requests of a window may have different numbers of players, so their profiles cannot be
-    averaged entry by entry; instead each request contributes its own rows (its profile against its
-    own n's templates) to a single stacked NNLS with shared weights. For equal n this is exactly
-    the fit of the mean profile (the stacked least-squares normal equations coincide), and it is far
-    more stable than averaging per-request shares. The reported profile is the mean over the
-    requests with the window's most common n.
+    1 when every term pushes the same way; large when strength cancels, as noise-like terms do.
+    A diagnostic (not a pooling weight, see the module docstring). None when v(N) = v(empty).
+    """
+    normaliser = interactions.normaliser
+    if normaliser <= 0:
+        return None
+    return float(strength_by_order(interactions).sum()) / normaliser
+
+
+def fit_window(profiles: Sequence[np.ndarray], weights: Sequence[float | None] | None = None) -> OverfittingFit:
+    """One mixture for a window of profiles, each scaled to unit mass times its weight (its strength).
+
+    Requests may have different numbers of players, so profiles cannot be added entry by entry;
+    each contributes its own rows (its weighted profile against its own n's templates) to a single
+    stacked NNLS with shared weights. For equal n this is exactly the fit of the weighted mean
+    profile (the stacked normal equations coincide). A weight of None counts as 1 (records written
+    before strengths were stored). The reported profile is the weighted mean, renormalised,
+    over the requests with the window's most common n.
     """
     rows, targets, by_n = [], [], {}
-    for result in results:
-        profile = strength_by_order(result)
+    weights = [None] * len(profiles) if weights is None else list(weights)
+    if len(weights) != len(profiles):
+        raise ValueError(f"got {len(weights)} weights for {len(profiles)} profiles")
+    for profile, weight in zip(profiles, weights):
+        profile = np.asarray(profile, dtype=np.float64)
         total = profile.sum()
         if total <= 0:
             continue
+        scaled = profile / total * (1.0 if weight is None or not np.isfinite(weight) else float(weight))
         n = len(profile)
         rows.append(np.stack([decay_template(n), spindle_template(n)], axis=1))
-        targets.append(profile / total)
-        by_n.setdefault(n, []).append(profile / total)
+        targets.append(scaled)
+        by_n.setdefault(n, []).append(scaled)
     if not rows:
         return fit_overfitting(np.zeros(0))
-    weights, residual = nnls(np.concatenate(rows), np.concatenate(targets))
-    common = max(by_n.values(), key=len)
-    share = float(weights[1] / weights.sum()) if weights.sum() > 0 else 0.0
+    weights_fit, residual = nnls(np.concatenate(rows), np.concatenate(targets))
+    common = np.sum(np.stack(max(by_n.values(), key=len)), axis=0)
+    share = float(weights_fit[1] / weights_fit.sum()) if weights_fit.sum() > 0 else 0.0
     return OverfittingFit(
         score=share,
-        decay_weight=float(weights[0]),
-        spindle_weight=float(weights[1]),
+        decay_weight=float(weights_fit[0]),
+        spindle_weight=float(weights_fit[1]),
         residual=float(residual / np.sqrt(len(rows))),
-        profile=np.mean(np.stack(common), axis=0).tolist(),
+        profile=(common / common.sum()).tolist(),
     )
+
+
+def overfitting_over_window(results: Iterable[Interactions]) -> OverfittingFit:
+    """One score for a window of audits: their strength profiles added up (nats) and fitted once.
+
+    See the module docstring for why the window is pooled in the game's unit and ``fit_window``
+    for how requests with different numbers of players are combined.
+    """
+    profiles = [strength_by_order(result) for result in results]
+    return fit_window(profiles, [float(profile.sum()) for profile in profiles])
 
 
 # --- the per-request metrics --------------------------------------------------------------------
@@ -220,7 +264,9 @@ def compute_metrics(
     if labels is not None and len(labels) != interactions.n:
         raise ValueError(f"got {len(labels)} labels for {interactions.n} players")
     salient = interactions.salient(salient_threshold)
-    fit = fit_overfitting(strength_by_order(interactions))
+    profile = strength_by_order(interactions)
+    fit = fit_overfitting(profile)
+    fit.strength = float(profile.sum())
     return AuditMetrics(
         n=interactions.n,
         normaliser=interactions.normaliser,

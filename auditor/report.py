@@ -7,7 +7,7 @@ from an :class:`auditor.store.AuditStore` (or a store URL) and gathers what a co
 - audit counts by sampling reason and outcome (the reasons let a reader weight the sample back
   to the population of requests);
 - distributions of the overfitting, misattribution and sparsity scores (histograms and summary
-  statistics), and per model the window overfitting score (order profiles averaged, then fitted);
+  statistics), and per model the window overfitting score (strength profiles added up, then fitted);
 - the flagged audits with their strongest interactions, each drawn over the prompt's words as the
   record keeps them (redaction ``full``: the words; ``masked``: the ``[p3:forbidden]``
   placeholders; ``hash``: no words at all, players by index and label only);
@@ -76,7 +76,7 @@ class StoreInfo(_Strict):
 
 
 class WindowOverfitting(_Strict):
-    """The window score of one model over the audits with ``n`` players (profiles averaged, then fitted)."""
+    """The window score of one model over the audits with ``n`` players (profiles pooled, then fitted)."""
 
     n: int
     audits: int
@@ -264,7 +264,8 @@ METHODS: tuple[tuple[str, str], ...] = (
      "their strength per order follows the number of such sets, a spindle peaking at middle orders. The "
      "strength per order of all non-zero interactions is fitted as a non-negative mix of a decay shape and "
      "a spindle shape; the score is the spindle share of the mix, from 0 (all decay) to 1 (all spindle). "
-     "Over a period, the normalised profiles of one model's audits are averaged and fitted once."),
+     "Over a period, the strength profiles of one model's audits are added up and fitted once, so an audit "
+     "whose interactions cancel (much strength, little output: noise-like) weighs by its strength."),
     ("Misattribution score",
      "Players can carry labels: relevant, irrelevant, forbidden (for example gender) or unlabelled. An "
      "interaction that involves an irrelevant or forbidden player is unreliable. The score is the unreliable "
@@ -455,6 +456,7 @@ class _ModelAcc:
         self.last: datetime | None = None
         self.scores: dict[str, list[float]] = defaultdict(list)
         self.profiles: dict[int, list[np.ndarray]] = defaultdict(list)
+        self.strengths: dict[int, list[float | None]] = defaultdict(list)
 
 
 def _open(store: Any) -> Any:
@@ -495,7 +497,7 @@ def build_report(
 
 def _build(store: Any, since: Any, until: Any, model: str | None, *, top_terms: int, max_flagged: int, bins: int,
            title: str, progress: Callable[[int], None] | None) -> ReportModel:
-    from auditor.metrics import fit_overfitting
+    from auditor.metrics import fit_window
 
     start, end = parse_time(since), parse_time(until)
     if start is not None and end is not None and start >= end:
@@ -565,11 +567,13 @@ def _build(store: Any, since: Any, until: Any, model: str | None, *, top_terms: 
                 else:
                     values[name].append(v)
                     acc.scores[name].append(v)
-            profile = (r.metrics.get("overfitting_fit") or {}).get("profile")
+            fitted = r.metrics.get("overfitting_fit") or {}
+            profile = fitted.get("profile")
             if isinstance(profile, list) and profile:
                 p = np.asarray([_float(x) or 0.0 for x in profile])
                 if p.sum() > 0:
                     acc.profiles[len(p)].append(p / p.sum())
+                    acc.strengths[len(p)].append(_float(fitted.get("strength")))
         if progress is not None:
             progress(total)
         if cursor is None:
@@ -583,7 +587,9 @@ def _build(store: Any, since: Any, until: Any, model: str | None, *, top_terms: 
         acc = models[model_id]
         window = []
         for n in sorted(acc.profiles):
-            fit = fit_overfitting(np.mean(np.stack(acc.profiles[n]), axis=0))
+            # records from before strengths were stored cannot be weighed with the others: unit mass for all
+            strengths = acc.strengths[n] if all(w is not None for w in acc.strengths[n]) else None
+            fit = fit_window(acc.profiles[n], strengths)
             window.append(WindowOverfitting(n=n, audits=len(acc.profiles[n]), score=fit.score,
                                             decay_weight=fit.decay_weight, spindle_weight=fit.spindle_weight))
         identities.append(ModelIdentity(

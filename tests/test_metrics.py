@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from auditor.interactions import Interactions
 from auditor.metrics import (
+    amplification,
     compute_metrics,
     decay_template,
     fit_overfitting,
+    fit_window,
     overfitting_over_window,
     spindle_template,
     strength_by_order,
 )
 from auditor.solver import extract_interactions
+from auditor.transforms import and_transform
 
 
 def build(n: int, and_terms: dict[int, float], or_terms: dict[int, float] | None = None) -> Interactions:
@@ -80,12 +84,12 @@ def test_strength_by_order_sums_all_terms() -> None:
     assert strength_by_order(result).tolist() == [1.0, 2.5, 0.25, 0.0]
 
 
-def test_window_fit_averages_normalised_profiles() -> None:
+def test_window_fit_adds_strength_profiles() -> None:
     n = 6
     # every subset equally strong: strength per order is C(n, m), the spindle template exactly
     spindle_game = build(n, {mask: 1.0 for mask in range(1, 1 << n)})
-    # one set per order carrying the decay template's mass
-    decay_game = build(n, {(1 << m) - 1: float(w) for m, w in enumerate(decay_template(n), start=1)})
+    # one set per order carrying the decay template's mass, as much strength in all (63) as the spindle game
+    decay_game = build(n, {(1 << m) - 1: 63.0 * float(w) for m, w in enumerate(decay_template(n), start=1)})
     assert fit_overfitting(strength_by_order(spindle_game)).score == pytest.approx(1.0)
     assert fit_overfitting(strength_by_order(decay_game)).score == pytest.approx(0.0, abs=1e-9)
     assert overfitting_over_window([spindle_game, decay_game]).score == pytest.approx(0.5)
@@ -96,16 +100,73 @@ def test_window_fit_accepts_requests_with_different_numbers_of_players() -> None
     # a window mixes prompts with 8, 9 and 10 players: each is fitted against its own n's templates
     spindle_6 = build(6, {mask: 1.0 for mask in range(1, 1 << 6)})
     spindle_5 = build(5, {mask: 1.0 for mask in range(1, 1 << 5)})
-    decay_4 = build(4, {(1 << m) - 1: float(w) for m, w in enumerate(decay_template(4), start=1)})
+    # strength 47 each: two of them weigh as much as the two spindles (63 + 31)
+    decay_4 = build(4, {(1 << m) - 1: 47.0 * float(w) for m, w in enumerate(decay_template(4), start=1)})
     assert overfitting_over_window([spindle_6, spindle_5]).score == pytest.approx(1.0)
     assert overfitting_over_window([decay_4]).score == pytest.approx(0.0, abs=1e-9)
     mixed = overfitting_over_window([spindle_6, decay_4, spindle_5, decay_4])
     assert 0.3 < mixed.score < 0.7 and len(mixed.profile) == 4  # the most common n is reported
-    # equal n: the stacked fit is the fit of the mean profile (same normal equations)
+    # equal n: the stacked fit is the fit of the summed strength profile (same normal equations)
     rng = np.random.default_rng(1)
     games = [build(6, {int(m): float(rng.normal()) for m in rng.integers(1, 64, 12)}) for _ in range(5)]
-    mean_profile = np.mean([strength_by_order(g) / strength_by_order(g).sum() for g in games], axis=0)
+    mean_profile = np.sum([strength_by_order(g) for g in games], axis=0)
     assert overfitting_over_window(games).score == pytest.approx(fit_overfitting(mean_profile).score, abs=1e-9)
+
+
+def test_amplification_is_strength_over_output() -> None:
+    # v(N) = 4 - 1 + 2 = 5, total strength 7: 2 units cancel
+    result = build(3, {0b001: 4.0, 0b011: -1.0}, {0b101: 2.0})
+    assert amplification(result) == pytest.approx(7.0 / 5.0)
+    assert compute_metrics(result).overfitting_fit.strength == pytest.approx(7.0)
+    assert amplification(build(2, {0b01: 1.0, 0b10: -1.0})) is None  # the output does not move
+    with pytest.raises(ValueError, match="weights"):
+        fit_window([np.ones(3)], [1.0, 2.0])
+
+
+def _theory_request(rng: np.random.Generator, n: int, noise_strength: float) -> Interactions:
+    """A request built from the theory's two kinds of interaction, with a known non-generalizable strength.
+
+    Generalizable: one sign-coherent AND term per order, strengths following the decay template
+    (total 1). Non-generalizable: the Harsanyi dividends of i.i.d. Gaussian outputs (the noise model
+    behind the spindle), rescaled to total strength ``noise_strength``. They sum to almost nothing,
+    so v(N) stays about 1 whatever the noise, as a memorised pattern adds strength but no output.
+    """
+    terms = np.zeros(1 << n)
+    for order, weight in enumerate(decay_template(n), start=1):
+        players = rng.choice(n, order, replace=False)
+        terms[int(sum(1 << int(p) for p in players))] += weight
+    noise = and_transform(torch.tensor(rng.standard_normal(1 << n))).numpy()
+    noise[0] = 0.0
+    terms += noise * (noise_strength / np.abs(noise).sum())
+    return build(n, {mask: float(value) for mask, value in enumerate(terms) if value != 0.0})
+
+
+def test_window_score_recovers_the_planted_non_generalizable_share() -> None:
+    """Oracle: the share of the window's strength that was planted as noise, known by construction.
+
+    Window B is the case unit-mass pooling got wrong: half its requests are clean and half are
+    dominated by noise ten times their output. Its true share (100 / 120) is the largest, but each
+    request scaled to unit mass weighs as much as a clean one, which ranked it below window A.
+    """
+    rng = np.random.default_rng(7)
+    n = 8
+    windows = {
+        "C": [0.25] * 12,
+        "A": [1.0] * 12,
+        "D": [3.0] * 12,
+        "B": [10.0] * 6 + [0.0] * 6,
+    }
+    truth, scores, unit_mass = {}, {}, {}
+    for name, strengths in windows.items():
+        requests = [_theory_request(rng, n, s) for s in strengths]
+        truth[name] = sum(strengths) / (sum(strengths) + len(strengths))
+        scores[name] = overfitting_over_window(requests).score
+        unit_mass[name] = fit_window([strength_by_order(r) for r in requests]).score
+    for name in windows:
+        # the spindle template is C(n, m); noise dividends grow like C(n, m) 2^(m/2): a small upward bias
+        assert scores[name] == pytest.approx(truth[name], abs=0.1), (name, scores[name], truth[name])
+    assert sorted(windows, key=scores.get) == sorted(windows, key=truth.get) == ["C", "A", "D", "B"]
+    assert unit_mass["B"] < unit_mass["A"]  # what the previous pooling did
 
 
 def test_faithfulness_of_an_exact_sparse_game() -> None:
