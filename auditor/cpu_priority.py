@@ -5,7 +5,10 @@ milliseconds per request. Where both share cores, the audit must lose every cont
 the users' latency pays for it. ``nice 10`` is not enough for that: under Linux's fair scheduler a
 nice-10 thread still gets about a tenth of a contended core (weights 110 vs 1024), every scheduling
 period. ``SCHED_IDLE`` gets a core only when nothing else wants it (weight 3), which is what
-"an audit never slows a user's request" means on a shared machine.
+"an audit never slows a user's request" means on a shared machine, in principle. Measured
+(bench/serving.py, 2 cores), ``idle`` did not beat ``nice``: a Python thread that holds the GIL
+and then gets no core stalls the other threads of its process, here the auditor's HTTP threads,
+so ``nice`` is the service's default and ``idle`` an option.
 
 Linux applies a scheduling policy per thread and new threads inherit their creator's, so lowering
 the auditor's queue thread lowers every engine thread it starts (and the threads those start),

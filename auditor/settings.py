@@ -105,9 +105,9 @@ class AuditorSettings(BaseSettings):
     # ---- the auditor --------------------------------------------------------------------------
     audit_enabled: bool = Field(True, description="False: never sample or hand off (serving only).")
     auditor_cpu_priority: Literal["idle", "nice", "normal"] = Field(
-        "idle",
-        description="CPU priority of background audits: idle (Linux SCHED_IDLE: only CPU time generation "
-        "does not want), nice (AUDITOR_AUDITOR_NICE) or normal.",
+        "nice",
+        description="CPU priority of background audits: nice (AUDITOR_AUDITOR_NICE), idle (Linux SCHED_IDLE: "
+        "only CPU time nothing else wants) or normal. Measured side by side in bench/serving.py.",
     )
     auditor_nice: int = Field(
         10, ge=0, le=19, description="Nice value of background audits when the CPU priority is `nice`."

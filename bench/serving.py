@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.raw:
         for x in runs:
             x.pop("latencies_ms", None)
-    report = {"config": {k: v for k, v in vars(args).items() if k not in ("json", "raw")}, "machine": machine,
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "raw", "arm")}
+    config["arms"] = [{"label": a.label, "rate": a.rate, "env": dict(a.env)} for a in arms]
+    report = {"config": config, "machine": machine,
               "runs": runs, "pooled": list(pooled.values()), "ratios": ratios}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

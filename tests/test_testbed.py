@@ -8,6 +8,7 @@ Training tests use a tiny model and a few steps; the real family is built only u
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -352,3 +353,36 @@ def test_cli_build_only_uses_the_cache(tmp_path: Path, monkeypatch: pytest.Monke
     assert str(models.model_dir(tiny, tmp_path)) in out and "clean" in out
     assert main(["testbed", "build", "--out", str(tmp_path), "--only", "clean"]) == 0
     assert "cached" in capsys.readouterr().err
+
+
+def test_parallel_builders_report_their_training_steps(tmp_path: Path) -> None:
+    """A build in a worker process (as build_all runs them) sends its step messages back through
+    the queue, so `testbed build` shows progress bars for parallel builds too."""
+    import multiprocessing
+
+    spec = _tiny_spec()
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(1) as pool:
+        messages = manager.Queue()
+        name, path, _ = pool.apply(models._build_worker, ((spec.to_dict(), str(tmp_path), messages),))
+        said: list[str] = []
+        models._drain(messages, said.append)
+    assert name == "clean" and models.is_built(Path(path))
+    steps = [m for m in said if m.startswith("clean: step ")]
+    assert steps and steps[-1].startswith(f"clean: step {spec.train.steps}/{spec.train.steps}")
+
+
+def test_build_bars_follow_step_messages_and_print_the_rest() -> None:
+    from rich.console import Console
+
+    from auditor.cli.testbed import _BuildBars
+
+    console = Console(file=io.StringIO(), width=120)
+    with _BuildBars(console) as bars:
+        bars.report("clean: step 100/400 loss 1.2")
+        bars.report("overfit-2: step 50/200 loss 0.9")
+        bars.report("clean: step 300/400 loss 0.4")
+        bars.report("warm-up (associative recall, 300 steps) for seed 0")
+        tasks = {t.description: (t.completed, t.total) for t in bars.bars.tasks}
+    assert tasks == {"clean": (300, 400), "overfit-2": (50, 200)}
+    assert "warm-up (associative recall" in console.file.getvalue()

@@ -19,6 +19,7 @@ imported inside the handlers.
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,17 +92,18 @@ def _build(args: argparse.Namespace) -> int:
     # what the cache already holds, before build_all fills it (build_all skips exactly these)
     cached = {name: models.is_built(models.model_dir(specs[name], args.root)) for name in names}
     started = time.perf_counter()
-    try:
-        paths = models.build_all(
-            names,
-            args.root,
-            seed=args.seed,
-            template_set=args.template_set,
-            workers=args.workers,
-            progress=lambda message: console.print(message, highlight=False),
-        )
-    except ValueError as error:
-        raise CliError(str(error)) from error
+    with _BuildBars(console, transient=args.json) as bars:
+        try:
+            paths = models.build_all(
+                names,
+                args.root,
+                seed=args.seed,
+                template_set=args.template_set,
+                workers=args.workers,
+                progress=bars.report,
+            )
+        except ValueError as error:
+            raise CliError(str(error)) from error
     elapsed = time.perf_counter() - started
     infos = {name: models.read_info(path) for name, path in paths.items()}
     if args.json:
@@ -112,6 +114,37 @@ def _build(args: argparse.Namespace) -> int:
         print(f"{name}\t{path}")
     console.print(f"done in {elapsed:.1f}s", highlight=False)
     return EXIT_OK
+
+
+class _BuildBars:
+    """One progress bar per model in training, fed by the builders' messages (also from worker
+    processes): "NAME: step i/N ..." moves NAME's bar; any other message is printed above the bars."""
+
+    STEP = re.compile(r"^(?P<name>[\w.-]+): step (?P<done>\d+)/(?P<total>\d+)")
+
+    def __init__(self, console: Any, transient: bool = False) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bars = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("steps"), TimeElapsedColumn(), console=console, transient=transient)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _BuildBars:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)
+
+    def report(self, message: str) -> None:
+        step = self.STEP.match(message)
+        if step is None:
+            self.bars.console.print(message, highlight=False)
+            return
+        name = step["name"]
+        if name not in self.tasks:
+            self.tasks[name] = self.bars.add_task(name, total=int(step["total"]))
+        self.bars.update(self.tasks[name], completed=int(step["done"]))
 
 
 def _build_summary(

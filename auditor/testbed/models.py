@@ -26,6 +26,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import random
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from auditor.testbed import corpus
+from auditor.testbed.names import CLEAN, ENV_ROOT, MODEL_NAMES, OVERFIT_FAMILY, SHORTCUT
 from auditor.testbed.pretrain import PretrainSpec, pretrain
 from auditor.testbed.tokenizer import SPECIAL_TOKENS, answer_token_id, build_tokenizer
 from auditor.testbed.train import ArchSpec, Encoded, TrainSpec, encode, evaluate_encoded, init_model, train
@@ -47,12 +49,6 @@ from auditor.testbed.train import ArchSpec, Encoded, TrainSpec, encode, evaluate
 Progress = Callable[[str], None]
 
 INFO_FILE = "testbed.json"
-ENV_ROOT = "AUDITOR_TESTBED_DIR"
-CLEAN = "clean"
-SHORTCUT = "shortcut"
-OVERFIT_FAMILY: tuple[str, ...] = ("overfit-1", "overfit-2", "overfit-3", "overfit-4")
-"""In increasing order of the overfit knob (fewer examples, more label noise)."""
-MODEL_NAMES: tuple[str, ...] = (CLEAN, SHORTCUT, *OVERFIT_FAMILY)
 
 
 @dataclass(frozen=True)
@@ -437,12 +433,21 @@ def build(spec: ModelSpec, root: str | Path | None = None, progress: Progress | 
     return target
 
 
-def _build_worker(args: tuple[dict[str, Any], str | None]) -> tuple[str, str, float]:
-    spec_dict, root = args
+def _build_worker(args: tuple[dict[str, Any], str | None, Any]) -> tuple[str, str, float]:
+    spec_dict, root, messages = args
     spec = ModelSpec.from_dict(spec_dict)
     started = time.perf_counter()
-    path = build(spec, root, progress=None)
+    path = build(spec, root, progress=None if messages is None else messages.put)
     return spec.name, str(path), time.perf_counter() - started
+
+
+def _drain(messages: Any, say: Progress) -> None:
+    """Pass on what the worker processes reported since the last look (their training steps)."""
+    while True:
+        try:
+            say(messages.get_nowait())
+        except queue.Empty:
+            return
 
 
 def build_all(
@@ -487,9 +492,22 @@ def build_all(
             result[spec.name] = build(spec, root, progress)
     else:
         context = multiprocessing.get_context("spawn")
-        jobs = [(spec.to_dict(), None if root is None else str(root)) for spec in todo]
-        with context.Pool(min(workers, len(todo))) as pool:
-            for name, path, seconds in pool.imap_unordered(_build_worker, jobs):
+        # Workers report their steps through a queue, so a parallel build shows progress too.
+        with context.Manager() as manager, context.Pool(min(workers, len(todo))) as pool:
+            messages = manager.Queue() if progress is not None else None
+            jobs = [(spec.to_dict(), None if root is None else str(root), messages) for spec in todo]
+            finished = pool.imap_unordered(_build_worker, jobs)
+            remaining = len(jobs)
+            while remaining:
+                try:
+                    name, path, seconds = finished.next(timeout=0.2)
+                except multiprocessing.TimeoutError:
+                    if messages is not None:
+                        _drain(messages, say)
+                    continue
+                remaining -= 1
+                if messages is not None:
+                    _drain(messages, say)
                 say(f"{name}: built in {seconds:.0f}s at {path}")
                 result[name] = Path(path)
     return {name: result[name] for name in wanted}

@@ -2,9 +2,7 @@
 
 The command line builds its parsers (``--only`` choices, ``--root`` help) from these, and
 ``interaction-auditor --help`` must not pay for importing torch and transformers (seconds), which
-``auditor.testbed.models`` does at import. ``models`` keeps its own copies on purpose: its source is
-part of the hash that keys the model cache (``models.code_version``), so moving the constants there
-would invalidate every cached build; ``tests/test_cli.py`` checks the two copies are equal.
+``auditor.testbed.models`` does at import. ``models`` imports them from here.
 """
 
 from __future__ import annotations
@@ -14,5 +12,5 @@ ENV_ROOT = "AUDITOR_TESTBED_DIR"
 CLEAN = "clean"
 SHORTCUT = "shortcut"
 OVERFIT_FAMILY: tuple[str, ...] = ("overfit-1", "overfit-2", "overfit-3", "overfit-4")
-"""In increasing order of the overfit knob."""
+"""In increasing order of the overfit knob (fewer examples, more label noise)."""
 MODEL_NAMES: tuple[str, ...] = (CLEAN, SHORTCUT, *OVERFIT_FAMILY)
