@@ -18,21 +18,14 @@ from auditor.certificate import admissible_masks
 from auditor.solver import SolverOptions, extract_batch, extract_interactions
 
 from lp_oracle import dense_lp_optimum
+from solver_games import lm_like_game
 
 
 def dense_game(n: int, seed: int) -> np.ndarray:
     """An LM-like game with v(N) pinned next to v(empty): tau = 0.04 |v(N) - v(empty)| is then far
     below the noise, and the optimum must fit the noise with a dense set of terms (the case of the
     hard lm samples of bench/games.py, e.g. seed 207 at n = 10)."""
-    rng = np.random.default_rng(seed)
-    index = np.arange(1 << n)
-    values = np.full(1 << n, rng.normal())
-    for k in range(3 * n):
-        players = rng.choice(n, size=int(rng.integers(1, 4)), replace=False)
-        mask = int(sum(1 << int(p) for p in players))
-        hit = (index & mask) == mask if rng.random() < 0.6 else (index & mask) != 0
-        values += 2 * 0.85**k * rng.choice([-1.0, 1.0]) * hit
-    values += rng.normal(0.0, 0.01, 1 << n)
+    values = lm_like_game(n, seed)
     values[-1] = values[0] + 0.003 * np.abs(values - values[0]).max()
     return values
 
