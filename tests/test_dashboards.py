@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib.resources
 import inspect
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tools import require_program
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,12 +188,7 @@ def substitute(expr: str, rate_interval: str = "1m") -> str:
 
 def test_every_query_parses_as_promql(queries: list[tuple[str, str]], tmp_path: Path) -> None:
     """promtool parses each query as the expression of a recording rule (no server needed)."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool not found: install Debian's prometheus package (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    promtool = require_program("promtool", install="apt-get install prometheus")
     rules = {"groups": [{"name": "dashboard", "rules": [
         {"record": f"dashboard:query_{i}", "expr": substitute(expr)} for i, (_, expr) in enumerate(queries)
     ]}]}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tools import require_program
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -74,13 +74,7 @@ NEEDS_HISTORY = {"model:interaction_auditor_overfitting_score_above_threshold:ra
 
 
 def require(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found: install Debian's prometheus package (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return require_program(name, install="apt-get install prometheus")
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from tools import require_program
 
 from auditor.cli import main
 from auditor.report import ReportModel, build_report, render_html, render_json
@@ -147,13 +148,8 @@ def test_json_report_validates_against_the_schema(filled_store):
 # The HTML page in a real browser
 # ------------------------------------------------------------------------------------------------
 def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("CI"):
-        pytest.fail("chromium is not installed (apt-get install chromium); CI must render the report")
-    pytest.skip("chromium is not installed (apt-get install --no-install-recommends chromium)")
+    return require_program("chromium", "chromium-browser", "google-chrome", "google-chrome-stable",
+                           install="apt-get install --no-install-recommends chromium")
 
 
 def _browser(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:

@@ -7,13 +7,12 @@ tests skip locally and fail under CI (``CI`` set), so a CI image without it cann
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from tools import require_program
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,13 +31,7 @@ SEVERITIES = {"critical", "warning", "info"}
 
 def binary(name: str) -> str:
     """Path of a Prometheus binary: skip without it locally, fail without it in CI."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found: install Debian's prometheus package (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the rule tests", pytrace=False)
-        pytest.skip(message)
-    return path
+    return require_program(name, install="apt-get install prometheus")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

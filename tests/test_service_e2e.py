@@ -7,13 +7,13 @@ Every wait is a bounded poll. Run with ``pytest -m slow tests/test_service_e2e.p
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
 import time
 
 import httpx
 import pytest
+from tools import require_program
 
 from tests.serving import BentoServer, save_tiny_model
 
@@ -264,9 +264,7 @@ def test_openai_client_chat_completions_and_streaming(audited):
 
 
 def test_metrics_pass_promtool(audited):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (apt-get install prometheus; .ci/run installs it)")
+    promtool = require_program("promtool", install="apt-get install prometheus")
     httpx.post(audited.url + "/generate", json={"prompt": PROMPT}, timeout=60)
     text = audited.metrics()
     assert "interaction_auditor_sampling_decisions_total" in text and "bentoml_service_request_total" in text

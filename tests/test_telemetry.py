@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from tools import require_program
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
@@ -246,12 +247,7 @@ def test_recreating_telemetry_does_not_crash_and_shares_metrics():
 
 
 def promtool_or_skip() -> str:
-    exe = shutil.which("promtool")
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing in CI (install Debian's prometheus package)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return exe
+    return require_program("promtool", install="apt-get install prometheus")
 
 
 def promtool_check(exe: str, text: bytes) -> None:
