@@ -128,23 +128,18 @@ def solve(
         out_of_budget = iteration > max_iterations or (
             options.time_limit is not None and time.perf_counter() - started > options.time_limit
         )
-        if finished.any() or out_of_budget:
-            leaving = finished if not out_of_budget else torch.ones_like(finished)
+        # Games leave when solved, when the budget is spent (all of them, unconverged unless solved),
+        # or when their basis passes max_basis: a dense optimum, handed back for auditor.interior_point.
+        if out_of_budget or options.max_basis is None:
+            dense = torch.zeros_like(finished)
+        else:
+            dense = (state.k > options.max_basis) & ~finished
+        leaving = torch.ones_like(finished) if out_of_budget else finished | dense
+        if leaving.any():
+            out_dense[state.ids[dense]] = True
             _emit(state, leaving, finished, x_full, costs, size, iteration - 1,
                   out_and, out_or, out_y, out_y_perturbed, out_iterations, out_converged, basis_rows, basis_columns)
             keep = ~leaving
-            state.select(keep)
-            fixed = fixed[keep]
-            if not state.ids.numel():
-                break
-            x_basic, x_full, activity = x_basic[keep], x_full[keep], activity[keep]
-            row_infeasibility, column_infeasibility = row_infeasibility[keep], column_infeasibility[keep]
-        if options.max_basis is not None and bool((state.k > options.max_basis).any()):
-            dense = state.k > options.max_basis  # a dense optimum: handed back for auditor.interior_point
-            out_dense[state.ids[dense]] = True
-            _emit(state, dense, torch.zeros_like(dense), x_full, costs, size, iteration - 1,
-                  out_and, out_or, out_y, out_y_perturbed, out_iterations, out_converged, basis_rows, basis_columns)
-            keep = ~dense
             state.select(keep)
             fixed = fixed[keep]
             if not state.ids.numel():
