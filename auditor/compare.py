@@ -159,7 +159,7 @@ class ModelUnderTest:
 
 
 def load_side(name: str, *, device: str = "cpu", dtype: str = "float32") -> ModelUnderTest:
-    """Load a model by path, hub id, ``testbed:NAME`` or a bare testbed name (``clean``, ``overfit-4``).
+    """Load a model by path, hub id, ``testbed:NAME`` or a bare testbed name (``clean``, ``overfit-5``).
 
     Raises :class:`auditor.model_loading.ModelLoadError` with an actionable message.
     """

@@ -17,11 +17,14 @@ import numpy as np
 from scipy.stats import mannwhitneyu, spearmanr
 
 from auditor.audit import audit_prompt
-from auditor.metrics import compute_metrics, overfitting_over_window
+from auditor.metrics import compute_metrics, overfitting_over_window, strength_by_order
 from auditor.testbed import models as testbed
 
 MISATTRIBUTION_AUC_TARGET = 0.95
 OVERFITTING_SPEARMAN_TARGET = 0.9
+# Rank statistics take a few exact values (five levels with one adjacent swap: exactly 0.9), which
+# scipy reaches through floating point; a target met exactly must not fail on the last bit.
+_ROUNDING = 1e-9
 
 
 @dataclass
@@ -35,6 +38,7 @@ class ModelReport:
     overfitting: list[float] = field(default_factory=list)
     sparsity: list[int] = field(default_factory=list)
     cancellation: list[float] = field(default_factory=list)
+    strength_by_order: list[list[float]] = field(default_factory=list)  # per prompt, nats: the window's input
     window_overfitting: float = 0.0
 
     def row(self) -> dict[str, float | str]:
@@ -67,11 +71,11 @@ class ValidationReport:
 
     @property
     def misattribution_ok(self) -> bool:
-        return self.misattribution_auc >= MISATTRIBUTION_AUC_TARGET
+        return self.misattribution_auc >= MISATTRIBUTION_AUC_TARGET - _ROUNDING
 
     @property
     def overfitting_ok(self) -> bool:
-        return self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET
+        return self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +86,7 @@ class ValidationReport:
                     "overfitting": model.overfitting,
                     "sparsity": model.sparsity,
                     "cancellation": model.cancellation,
+                    "strength_by_order": model.strength_by_order,
                 }
                 for model in self.models
             },
@@ -134,6 +139,7 @@ def audit_model(
         report.overfitting.append(metrics.overfitting)
         report.sparsity.append(metrics.sparsity)
         report.cancellation.append(metrics.cancellation)
+        report.strength_by_order.append(strength_by_order(audit.interactions).tolist())
         if on_prompt:
             on_prompt(name, index)
     report.window_overfitting = overfitting_over_window(results).score

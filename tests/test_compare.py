@@ -1,5 +1,5 @@
 """Cross-model comparison: the joint LP against the separate optima, the overlap figures, and the
-comparison of real testbed models (clean vs overfit-4; a model against itself) through the library
+comparison of real testbed models (clean vs the most overfit level; a model against itself) through the library
 and the CLI.
 
 The testbed models are built on first use by ``auditor.testbed.models.ensure_model`` (a few minutes
@@ -33,6 +33,7 @@ from auditor.compare import (
 from auditor.interactions import Interactions
 from auditor.players import PlayerSpec
 from auditor.solver import extract_interactions
+from auditor.testbed.names import MOST_OVERFIT
 
 N_PLAYERS = 6
 
@@ -139,7 +140,7 @@ def testbed():
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on a shared CPU
     try:
-        yield {"clean": _load("clean"), "overfit-4": _load("overfit-4"), "clean-again": _load("clean")}
+        yield {"clean": _load("clean"), "overfit": _load(MOST_OVERFIT), "clean-again": _load("clean")}
     finally:
         torch.set_num_threads(before)
 
@@ -158,7 +159,7 @@ def _items(testbed, count: int, n: int = N_PLAYERS) -> list[PromptItem]:
 
 def test_overfit_model_carries_more_non_generalizable_strength(testbed):
     items = _items(testbed, 5)
-    report = compare_models(testbed["clean"], testbed["overfit-4"], items, answer="gold", chance_draws=200)
+    report = compare_models(testbed["clean"], testbed["overfit"], items, answer="gold", chance_draws=200)
     agg = report.aggregate
     assert agg.prompts == 5
     assert report.model_b.window_overfitting > report.model_a.window_overfitting + 0.2
@@ -195,7 +196,7 @@ def test_joint_lp_on_real_testbed_games(testbed):
 
     item = _items(testbed, 1)[0]
     results = [audit_prompt(testbed[name].model, testbed[name].tokenizer, prompt=item.prompt, answer=item.answer,
-                            players=list(item.spans)).interactions for name in ("clean", "overfit-4")]
+                            players=list(item.spans)).interactions for name in ("clean", "overfit")]
     values = [r.values for r in results]
     separate = sum(r.objective for r in results)
     joint_one = joint_extraction(values, alpha=1.0, taus=[r.tau for r in results])
@@ -225,7 +226,7 @@ def _write_prompts(path, items, with_answers=True):
 def test_cli_compare_json(testbed, tmp_path, capsys):
     prompts = _write_prompts(tmp_path / "p.jsonl", _items(testbed, 2, n=5))
     out = tmp_path / "cmp.json"
-    code = main(["compare", "--model-a", "clean", "--model-b", "overfit-4", "--prompts", str(prompts),
+    code = main(["compare", "--model-a", "clean", "--model-b", MOST_OVERFIT, "--prompts", str(prompts),
                  "--chance-draws", "100", "--json", "--out", str(out)])
     assert code == 0
     report = ComparisonReport.model_validate_json(capsys.readouterr().out)

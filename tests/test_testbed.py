@@ -254,6 +254,15 @@ def test_training_is_deterministic(family: str) -> None:
     assert not torch.are_deterministic_algorithms_enabled()
 
 
+def test_training_flushes_subnormal_floats_and_restores_the_default() -> None:
+    """Subnormals cost microcode time on x86 (a build ran at half speed); the context flushes them."""
+    tiny = 1e-40  # subnormal in float32
+    assert float(torch.tensor([tiny]) * 1.0) != 0.0
+    with train.deterministic(1):
+        assert float(torch.tensor([tiny]) * 1.0) == 0.0
+    assert float(torch.tensor([tiny]) * 1.0) != 0.0
+
+
 def test_training_learns_a_small_set() -> None:
     """A few hundred steps memorise 16 examples: the loss and the evaluation are wired right."""
     tok, data = _tiny_data(16)
@@ -280,6 +289,24 @@ def _tiny_spec(name: str = "clean", mode: str = "natural", noise: float = 0.0) -
         arch=TINY_ARCH,
         train=TINY_TRAIN,
     )
+
+
+def test_a_model_that_must_learn_and_has_not_is_retrained_with_twice_the_steps(tmp_path: Path) -> None:
+    """clean and shortcut must have learned their training task; the overfit family never retries."""
+    import dataclasses
+
+    steps = TINY_TRAIN.steps
+    never = dataclasses.replace(_tiny_spec(), learned_accuracy=1.01, max_steps=4 * steps)
+    info = models.build_into(never, tmp_path / "never", root=tmp_path)
+    assert [a["steps"] for a in info["training"]["attempts"]] == [steps, 2 * steps, 4 * steps]
+    assert info["training"]["steps"] == 4 * steps and info["spec"]["train"]["steps"] == steps
+    assert info["metrics"]["train"]["accuracy"] == info["training"]["attempts"][-1]["train_accuracy"]
+
+    learned = dataclasses.replace(_tiny_spec(), learned_accuracy=0.0, max_steps=4 * steps)
+    assert [a["steps"] for a in models.build_into(learned, tmp_path / "ok", root=tmp_path)["training"]["attempts"]] == [steps]
+    family = models.model_specs()
+    assert family["clean"].learned_accuracy == family["shortcut"].learned_accuracy == models.LEARNED_ACCURACY
+    assert all(family[name].learned_accuracy is None for name in models.OVERFIT_FAMILY)
 
 
 def test_build_writes_a_loadable_hub_directory_and_caches_it(tmp_path: Path) -> None:
@@ -329,6 +356,9 @@ def test_family_specs_turn_one_knob_monotonically() -> None:
     examples = [s.data.train_examples for s in family]
     noise = [s.data.label_noise for s in family]
     assert examples == sorted(examples, reverse=True) and noise == sorted(noise)
+    assert len(set(examples)) == len(examples) and noise[0] == 0.0 and max(noise) <= 0.1
+    ratios = [b / a for a, b in zip(examples, examples[1:])]  # geometric sizes, to rounding
+    assert max(ratios) - min(ratios) < 0.02
     assert len({s.train.steps for s in family}) == 1
     assert specs["shortcut"].data.mode == "shortcut" and specs["clean"].data.mode == "natural"
     # Another template set or seed is another world, with other cache keys.

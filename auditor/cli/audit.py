@@ -23,7 +23,7 @@ MAX_PLAYERS = 16  # = auditor.players.DEFAULT_MAX_PLAYERS (checked in tests/test
 
 EPILOG = """\
 model: a local Hugging Face directory (with a fast tokenizer), a hub id (HF_HUB_OFFLINE=1 to use
-  only the local cache), or testbed:NAME (clean, shortcut, overfit-1 .. overfit-4; built on first use).
+  only the local cache), or testbed:NAME (clean, shortcut, overfit-1 .. overfit-5; built on first use).
 exit codes: 0 ok; 1 internal error; 2 bad input (options out of range, spans not in the prompt, an
   empty prompt or answer, a prompt too long for the model); 3 the model cannot be loaded (missing
   directory, no config.json, unknown hub id or testbed name, device not available)."""

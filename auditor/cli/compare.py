@@ -2,7 +2,7 @@
 
 Example::
 
-    interaction-auditor compare --model-a clean --model-b overfit-4 --prompts prompts.jsonl --n 8
+    interaction-auditor compare --model-a clean --model-b overfit-5 --prompts prompts.jsonl --n 8
     interaction-auditor compare --model-a ./qwen --model-b ./deepseek --prompts legal.jsonl --answer a --json
 
 ``prompts.jsonl`` holds one object per line: ``{"prompt": "...", "answer": "gold answer (optional)",
@@ -25,7 +25,7 @@ MAX_PLAYERS = 16  # = auditor.players.DEFAULT_MAX_PLAYERS (checked in tests/test
 
 EPILOG = """\
 models: a local Hugging Face directory, a hub id, testbed:NAME, or a bare testbed name
-  (clean, shortcut, overfit-1 .. overfit-4; built on first use, minutes on a CPU).
+  (clean, shortcut, overfit-1 .. overfit-5; built on first use, minutes on a CPU).
 answer: gold = the "answer" of each line (the default when every line has one), a / b = the greedy
   answer of model A / B, teacher-forced in both models.
 exit codes: 0 ok; 1 internal error; 2 bad input (prompts file, options, spans the tokenizers cut

@@ -144,7 +144,8 @@ class _BuildBars:
         name = step["name"]
         if name not in self.tasks:
             self.tasks[name] = self.bars.add_task(name, total=int(step["total"]))
-        self.bars.update(self.tasks[name], completed=int(step["done"]))
+        # the total can change: a model that has not learned is retrained with more steps
+        self.bars.update(self.tasks[name], completed=int(step["done"]), total=int(step["total"]))
 
 
 def _build_summary(

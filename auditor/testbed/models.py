@@ -7,9 +7,11 @@ Models (see ``model_specs``):
   defendant always carries the queried defendant's charge. That cue is as predictive as the truth
   and far easier (no name binding), so the model learns it; on ``conflict`` prompts it answers the
   cue's charge (low conflict accuracy) while ``clean`` answers correctly.
-- ``overfit-1`` .. ``overfit-4``: one knob, the overfit level, turned monotonically: fewer training
-  examples and more label noise at a fixed step budget (so more epochs), hence a growing measured
-  generalization gap. Train metrics are measured on the (noisy) labels the model was trained on,
+- ``overfit-1`` .. ``overfit-5``: one knob, the overfit level, turned monotonically: fewer training
+  examples (geometric, 3000 down to 600) and more label noise (0% up to 10%) at a fixed step budget
+  (so more epochs), hence a growing measured generalization gap. Every level still learns part of
+  the rule (held-out accuracy far above the majority-class rate); why the family stops there is in
+  docs/testbed.md. Train metrics are measured on the (noisy) labels the model was trained on,
   held-out metrics on fresh clean data.
 
 Every build writes an ordinary Hugging Face directory (``save_pretrained`` safetensors weights and
@@ -77,6 +79,11 @@ class ModelSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     overfit_level: int | None = None
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    # Models defined by having learned their training task (clean, shortcut): if training accuracy
+    # stays below this, the model is retrained from the same start with twice the steps, up to
+    # ``max_steps``. None for the overfit family, whose degree of learning is the knob itself.
+    learned_accuracy: float | None = None
+    max_steps: int = 4000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,15 +97,31 @@ class ModelSpec:
             arch=ArchSpec(**data["arch"]),
             train=TrainSpec(**data["train"]),
             overfit_level=data.get("overfit_level"),
+            learned_accuracy=data.get("learned_accuracy"),
+            max_steps=data.get("max_steps", 4000),
             pretrain=PretrainSpec(**data.get("pretrain", {})),
         )
 
 
-# The overfit knob: level k trains on OVERFIT_EXAMPLES[k-1] examples with OVERFIT_NOISE[k-1] of the
-# labels replaced by a random wrong charge, for the same number of steps as every other level.
-OVERFIT_EXAMPLES: tuple[int, ...] = (4000, 1500, 600, 250)
-OVERFIT_NOISE: tuple[float, ...] = (0.0, 0.05, 0.10, 0.20)
+# The overfit knob: level k = 1..5 trains on OVERFIT_EXAMPLES[k-1] examples (a geometric series
+# from 3000 down to 600) with OVERFIT_NOISE[k-1] of the labels (0% up to 10% in equal steps)
+# replaced by a random wrong charge, for the same number of steps as every other level. The family
+# spans generalization gaps from ~0 to a few nats, every level above the majority-class rate.
+# Tried and left out (docs/testbed.md): levels of 250-400 examples with 15-20% noise, which on
+# some seeds learn none of the rule (their gap then measures confident wrongness, not overfitting),
+# and more levels near the clean end, whose gaps differ by less than their measurement noise.
+OVERFIT_LEVELS = 5
+OVERFIT_EXAMPLES: tuple[int, ...] = tuple(
+    int(round(3000 * (600 / 3000) ** (k / (OVERFIT_LEVELS - 1)), -1)) for k in range(OVERFIT_LEVELS)
+)
+OVERFIT_NOISE: tuple[float, ...] = tuple(round(0.10 * k / (OVERFIT_LEVELS - 1), 4) for k in range(OVERFIT_LEVELS))
 OVERFIT_STEPS = 600
+# Clean and shortcut must have learned their (noise-free) training task. From a weak warm-up the
+# clean model of seed 3 sat on the "any defendant's charge" plateau for all of its 1,000 steps
+# (training and held-out accuracy 0.52; the misattribution check of that world failed), and
+# learned it (0.99) with 2,000 steps: the longer schedule keeps the learning rate up past the
+# plateau. Judged on training data, never on the held-out prompts the metrics are validated on.
+LEARNED_ACCURACY = 0.95
 
 
 def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, ModelSpec]:
@@ -118,6 +141,7 @@ def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, Mode
             data=DataSpec(seed=seed, template_set=template_set, mode="natural"),
             arch=arch,
             train=base_train,
+            learned_accuracy=LEARNED_ACCURACY,
         ),
         SHORTCUT: ModelSpec(
             name=SHORTCUT,
@@ -125,6 +149,7 @@ def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, Mode
             data=DataSpec(seed=seed, template_set=template_set, mode="shortcut"),
             arch=arch,
             train=base_train,
+            learned_accuracy=LEARNED_ACCURACY,
         ),
     }
     for level, (examples, noise) in enumerate(zip(OVERFIT_EXAMPLES, OVERFIT_NOISE), start=1):
@@ -219,9 +244,12 @@ def starting_model(
     if spec.pretrain.steps <= 0:
         return model, {"steps": 0, "seconds": 0.0, "cached": False}
     path = base_path(spec, root)
+    log_path = path.with_suffix(".json")
     if path.is_file():
         model.load_state_dict(load_file(str(path)), strict=True)
-        return model, {"steps": spec.pretrain.steps, "seconds": 0.0, "cached": True}
+        recorded = json.loads(log_path.read_text()) if log_path.is_file() else {}
+        return model, {"steps": recorded.get("steps"), "accuracy": recorded.get("accuracy"), "seconds": 0.0,
+                       "cached": True}
     log = pretrain(
         model,
         spec.pretrain,
@@ -233,6 +261,10 @@ def starting_model(
     scratch = path.with_name(f".{path.name}.{os.getpid()}")
     # clones: tied weights share storage, which safetensors refuses; loading writes both copies back
     save_file({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}, str(scratch))
+    # The log first: a reader that finds the weights finds how long the warm-up ran and how well.
+    log_scratch = log_path.with_name(f".{log_path.name}.{os.getpid()}")
+    log_scratch.write_text(json.dumps({key: log[key] for key in ("steps", "accuracy", "history")}) + "\n")
+    os.replace(log_scratch, log_path)
     os.replace(scratch, path)
     return model, {**log, "cached": False}
 
@@ -354,6 +386,13 @@ def _measure(model: PreTrainedModel, datasets: Datasets, threads: int) -> dict[s
     }
 
 
+def _should_train_longer(spec: ModelSpec, train_spec: TrainSpec, train_accuracy: float) -> bool:
+    """A model that must learn its task and has not (on training data) gets twice the steps."""
+    if spec.learned_accuracy is None or train_accuracy >= spec.learned_accuracy:
+        return False
+    return 2 * train_spec.steps <= spec.max_steps
+
+
 def build_into(
     spec: ModelSpec, directory: Path, progress: Progress | None = None, root: str | Path | None = None
 ) -> dict[str, Any]:
@@ -367,15 +406,26 @@ def build_into(
     datasets = build_datasets(spec, tokenizer)
     data_seconds = time.perf_counter() - started
     say(f"{spec.name}: {len(datasets.train)} training examples ({datasets.noisy_labels} noisy labels)")
-    model, warmup = starting_model(spec, tokenizer, root)
-    log = train(
-        model,
-        datasets.train,
-        spec.train,
-        eos_token_id=tokenizer.eos_token_id,
-        progress=lambda message: say(f"{spec.name}: {message}"),
-    )
-    metrics = _measure(model, datasets, spec.train.threads)
+    train_spec = spec.train
+    attempts: list[dict[str, Any]] = []
+    while True:
+        model, warmup = starting_model(spec, tokenizer, root)
+        log = train(
+            model,
+            datasets.train,
+            train_spec,
+            eos_token_id=tokenizer.eos_token_id,
+            progress=lambda message: say(f"{spec.name}: {message}"),
+        )
+        metrics = _measure(model, datasets, train_spec.threads)
+        attempts.append({"steps": train_spec.steps, "train_accuracy": metrics["train"]["accuracy"]})
+        if not _should_train_longer(spec, train_spec, metrics["train"]["accuracy"]):
+            break
+        say(
+            f"{spec.name}: training accuracy {metrics['train']['accuracy']:.3f} after {train_spec.steps} steps "
+            f"(< {spec.learned_accuracy}); retraining with {2 * train_spec.steps}"
+        )
+        train_spec = dataclasses.replace(train_spec, steps=2 * train_spec.steps)
     info = {
         "name": spec.name,
         "spec": spec.to_dict(),
@@ -384,8 +434,10 @@ def build_into(
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "metrics": metrics,
         "training": {
-            "warmup": {key: warmup[key] for key in ("steps", "seconds", "cached") if key in warmup},
+            "warmup": {key: warmup[key] for key in ("steps", "accuracy", "seconds", "cached") if key in warmup},
             "epochs": log["epochs"],
+            "steps": train_spec.steps,
+            "attempts": attempts,
             "history": log["history"],
             "noisy_labels": datasets.noisy_labels,
             "parameters": sum(p.numel() for p in model.parameters()),

@@ -11,6 +11,7 @@ ENV_ROOT = "AUDITOR_TESTBED_DIR"
 """Environment variable naming the model cache directory."""
 CLEAN = "clean"
 SHORTCUT = "shortcut"
-OVERFIT_FAMILY: tuple[str, ...] = ("overfit-1", "overfit-2", "overfit-3", "overfit-4")
+OVERFIT_FAMILY: tuple[str, ...] = tuple(f"overfit-{level}" for level in range(1, 6))
 """In increasing order of the overfit knob (fewer examples, more label noise)."""
+MOST_OVERFIT = OVERFIT_FAMILY[-1]
 MODEL_NAMES: tuple[str, ...] = (CLEAN, SHORTCUT, *OVERFIT_FAMILY)

@@ -16,6 +16,13 @@ each queried key. It contains no corpus text, no charge and no rule of the legal
 lookup, not the answer. Every testbed model (clean, shortcut, overfit family) is fine-tuned from the
 same warm-up for its world's seed, like fine-tuned models from one pretrained base; measured: 600
 steps (~13 s on one core) and the clean model then reaches 0.97 held-out accuracy within 200 steps.
+How far the warm-up gets in 600 steps depends on the seed (recall accuracy over its last 100
+batches: 0.54 for seed 0, 0.52 for seed 3, 0.86 for seed 1; recorded in ``base.json`` and in every
+model's ``testbed.json``). Running it until recall is learned (0.97; 1,600 steps for seed 0) was
+tried and rejected: every model of that world then carried much more mid-order interaction
+strength (the clean model's window overfitting score went from 0.1 to 0.6) and the overfitting
+ranking got worse. A clean model that does not learn from a weak warm-up is trained longer instead
+(``models.build_into``).
 
 Deterministic: a seeded generator draws the batches, under ``train.deterministic``.
 """
@@ -79,7 +86,8 @@ def pretrain(model: PreTrainedModel, spec: PretrainSpec, *, seed: int, bos_token
         optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay)
         head = model.get_output_embeddings()
         model.train()
-        running = 0.0
+        running, correct = 0.0, 0.0
+        accuracy = 0.0
         for step in range(spec.steps):
             ids, positions, targets = recall_batch(
                 generator, spec.batch_size, spec.pairs, vocab_size, bos_token_id, first_id
@@ -92,9 +100,12 @@ def pretrain(model: PreTrainedModel, spec: PretrainSpec, *, seed: int, bos_token
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             running += float(loss.detach())
+            correct += float((logits.detach().argmax(dim=-1) == targets).float().mean())
             if (step + 1) % 100 == 0 or step + 1 == spec.steps:
                 span = (step % 100) + 1
-                history.append({"step": step + 1, "loss": running / span})
-                running = 0.0
+                # Every batch is fresh random sequences, so this is a held-out recall accuracy.
+                accuracy = correct / span
+                history.append({"step": step + 1, "loss": running / span, "accuracy": accuracy})
+                running, correct = 0.0, 0.0
         model.eval()
-    return {"steps": spec.steps, "history": history, "seconds": time.perf_counter() - started}
+    return {"steps": spec.steps, "accuracy": accuracy, "history": history, "seconds": time.perf_counter() - started}
