@@ -83,7 +83,7 @@ def test_every_model_reports_its_measurements(validation) -> None:
     assert set(rows) == set(MODEL_NAMES)
     for name, row in rows.items():
         assert row["prompts"] == PROMPTS, name
-        assert 1 <= row["sparsity"] < 2 ** 12, name  # salient terms per prompt, of at most 2^(n+1)
+        assert row["sparsity"] >= 1 and row["sparsity"] < 2 ** 12, name  # salient terms per prompt, at most 2^(n+1)
         assert 0.0 <= row["cancellation"] <= 1.0, name
         assert 0.0 <= row["misattribution"] <= 1.0, name
         assert 0.0 <= row["heldout_accuracy"] <= 1.0 and math.isfinite(row["generalization_gap"]), name

@@ -107,9 +107,10 @@ class ModelSpec:
 # from 3000 down to 600) with OVERFIT_NOISE[k-1] of the labels (0% up to 10% in equal steps)
 # replaced by a random wrong charge, for the same number of steps as every other level. The family
 # spans generalization gaps from ~0 to a few nats, every level above the majority-class rate.
-# Tried and left out (docs/testbed.md): levels of 250-400 examples with 15-20% noise, which on
-# some seeds learn none of the rule (their gap then measures confident wrongness, not overfitting),
-# and more levels near the clean end, whose gaps differ by less than their measurement noise.
+# Tried and left out (docs/testbed.md): 250 examples with 20% noise, which learned none of the
+# rule on seed 1 (its gap then measures confident wrongness, not overfitting); 400 with 15%, which
+# scored below 600/10% despite its larger gap; and more levels near the clean end, whose gaps
+# differ by less than their measurement noise.
 OVERFIT_LEVELS = 5
 OVERFIT_EXAMPLES: tuple[int, ...] = tuple(
     int(round(3000 * (600 / 3000) ** (k / (OVERFIT_LEVELS - 1)), -1)) for k in range(OVERFIT_LEVELS)
