@@ -249,7 +249,7 @@ def starting_model(
     if path.is_file():
         model.load_state_dict(load_file(str(path)), strict=True)
         recorded = json.loads(log_path.read_text()) if log_path.is_file() else {}
-        return model, {"steps": recorded.get("steps"), "accuracy": recorded.get("accuracy"), "seconds": 0.0,
+        return model, {"steps": spec.pretrain.steps, "accuracy": recorded.get("accuracy"), "seconds": 0.0,
                        "cached": True}
     log = pretrain(
         model,
@@ -262,9 +262,9 @@ def starting_model(
     scratch = path.with_name(f".{path.name}.{os.getpid()}")
     # clones: tied weights share storage, which safetensors refuses; loading writes both copies back
     save_file({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}, str(scratch))
-    # The log first: a reader that finds the weights finds how long the warm-up ran and how well.
+    # The log first: a reader that finds the weights finds how well the warm-up learned recall.
     log_scratch = log_path.with_name(f".{log_path.name}.{os.getpid()}")
-    log_scratch.write_text(json.dumps({key: log[key] for key in ("steps", "accuracy", "history")}) + "\n")
+    log_scratch.write_text(json.dumps({key: log[key] for key in ("accuracy", "history")}) + "\n")
     os.replace(log_scratch, log_path)
     os.replace(scratch, path)
     return model, {**log, "cached": False}
