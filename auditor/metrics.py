@@ -186,8 +186,18 @@ def overfitting_over_window(results: Iterable[Interactions]) -> OverfittingFit:
     See the module docstring for why the window is pooled in the game's unit and ``fit_window``
     for how requests with different numbers of players are combined.
     """
-    profiles = [strength_by_order(result) for result in results]
-    return fit_window(profiles, [float(profile.sum()) for profile in profiles])
+    return overfitting_from_profiles([strength_by_order(result) for result in results])
+
+
+def overfitting_from_profiles(profiles: Sequence[np.ndarray]) -> OverfittingFit:
+    """The window score from stored strength-per-order profiles (nats), each weighted by its own total.
+
+    The same figure as ``overfitting_over_window`` on the audits the profiles came from; records
+    and validation reports keep profiles, so windows (and bootstrap resamples of them) can be
+    rescored without the interactions.
+    """
+    arrays = [np.asarray(profile, dtype=np.float64) for profile in profiles]
+    return fit_window(arrays, [float(profile.sum()) for profile in arrays])
 
 
 # --- the per-request metrics --------------------------------------------------------------------

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import mannwhitneyu, spearmanr
+import warnings
+
+from scipy.stats import ConstantInputWarning, mannwhitneyu, spearmanr
 
 from auditor.audit import audit_prompt
-from auditor.metrics import compute_metrics, overfitting_over_window, strength_by_order
+from auditor.metrics import compute_metrics, overfitting_from_profiles, overfitting_over_window, strength_by_order
 from auditor.testbed import models as testbed
 
 MISATTRIBUTION_AUC_TARGET = 0.95
@@ -25,6 +27,11 @@ OVERFITTING_SPEARMAN_TARGET = 0.9
 # Rank statistics take a few exact values (five levels with one adjacent swap: exactly 0.9), which
 # scipy reaches through floating point; a target met exactly must not fail on the last bit.
 _ROUNDING = 1e-9
+# How often a verdict survives resampling the audited prompts (bootstrap, fixed seed so reports
+# reproduce): 20 prompts is a small sample, and a figure that meets its target by one adjacent swap
+# may hold in half the resamples or in all of them. Reported next to the figure, not part of it.
+DEFAULT_RESAMPLES = 500
+RESAMPLING_SEED = 0
 
 
 @dataclass
@@ -64,6 +71,9 @@ class ValidationReport:
     misattribution_auc: float
     overfitting_spearman: float
     family: list[str] = field(default_factory=list)
+    misattribution_stability: float | None = None  # share of bootstrap resamples meeting the AUC target
+    overfitting_stability: float | None = None  # share of bootstrap resamples meeting the Spearman target
+    resamples: int = 0
 
     @property
     def accepted(self) -> bool:
@@ -97,6 +107,9 @@ class ValidationReport:
             "overfitting_spearman_target": OVERFITTING_SPEARMAN_TARGET,
             "misattribution_ok": self.misattribution_ok,
             "overfitting_ok": self.overfitting_ok,
+            "misattribution_stability": self.misattribution_stability,
+            "overfitting_stability": self.overfitting_stability,
+            "resamples": self.resamples,
             "accepted": self.accepted,
         }
 
@@ -109,9 +122,13 @@ def audit_model(
     seed: int = 0,
     template_set: str = "standard",
     qthres: float = 0.04,
+    baseline: str | None = None,
     on_prompt: Callable[[str, int], None] | None = None,
 ) -> ModelReport:
-    """Audit one testbed model on conflict prompts from its own world, on its own answers."""
+    """Audit one testbed model on conflict prompts from its own world, on its own answers.
+
+    ``baseline``: the masking baseline kind (None: the product's auto choice, see ``lm.resolve_baseline``).
+    """
     model, tokenizer, info = testbed.load(name, root, seed=seed, template_set=template_set)
     measured = info["metrics"]
     report = ModelReport(
@@ -130,6 +147,7 @@ def audit_model(
             players=prompt.player_specs(),
             max_answer_tokens=1,
             qthres=qthres,
+            baseline=baseline,
         )
         labels = [player.label for player in audit.game.players]
         metrics = compute_metrics(audit.interactions, labels)
@@ -161,22 +179,78 @@ def validate(
     seed: int = 0,
     template_set: str = "standard",
     qthres: float = 0.04,
+    baseline: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
     on_prompt: Callable[[str, int], None] | None = None,
 ) -> ValidationReport:
-    """Audit every testbed model of one world and compute the two acceptance figures."""
+    """Audit every testbed model of one world and compute the two acceptance figures.
+
+    ``resamples``: bootstrap resamples of the prompts behind each figure's stability (0: none).
+    """
     names = [testbed.CLEAN, testbed.SHORTCUT, *testbed.OVERFIT_FAMILY]
     reports = {
         name: audit_model(
-            name, prompts_count, root=root, seed=seed, template_set=template_set, qthres=qthres, on_prompt=on_prompt
+            name, prompts_count, root=root, seed=seed, template_set=template_set, qthres=qthres,
+            baseline=baseline, on_prompt=on_prompt,
         )
         for name in names
     }
-    auc = per_prompt_auc(reports[testbed.SHORTCUT].misattribution, reports[testbed.CLEAN].misattribution)
+    shortcut, clean = reports[testbed.SHORTCUT].misattribution, reports[testbed.CLEAN].misattribution
     family = [reports[name] for name in testbed.OVERFIT_FAMILY]
     rho = spearmanr([m.window_overfitting for m in family], [m.generalization_gap for m in family]).statistic
     return ValidationReport(
         models=list(reports.values()),
-        misattribution_auc=auc,
+        misattribution_auc=per_prompt_auc(shortcut, clean),
         overfitting_spearman=float(rho),
         family=list(testbed.OVERFIT_FAMILY),
+        misattribution_stability=misattribution_stability(shortcut, clean, resamples) if resamples else None,
+        overfitting_stability=overfitting_stability(family, resamples) if resamples else None,
+        resamples=resamples,
     )
+
+
+def misattribution_stability(
+    positives: Sequence[float], negatives: Sequence[float], resamples: int = DEFAULT_RESAMPLES,
+    seed: int = RESAMPLING_SEED,
+) -> float | None:
+    """Share of bootstrap resamples whose AUC still meets the target.
+
+    The two models answer their own prompts (a prompt without unreliable players drops out of one
+    side only), so each side is resampled on its own: a two-sample bootstrap.
+    """
+    if not positives or not negatives or resamples <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    pos, neg = np.asarray(positives, dtype=np.float64), np.asarray(negatives, dtype=np.float64)
+    met = 0
+    for _ in range(resamples):
+        auc = per_prompt_auc(rng.choice(pos, len(pos)).tolist(), rng.choice(neg, len(neg)).tolist())
+        met += auc >= MISATTRIBUTION_AUC_TARGET - _ROUNDING
+    return met / resamples
+
+
+def overfitting_stability(
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
+) -> float | None:
+    """Share of bootstrap resamples of the prompts whose window scores still meet the Spearman target.
+
+    Every level is audited on the same prompts, so one draw of prompt indices is shared by all of
+    them (a paired bootstrap: a hard prompt stays hard for every level). The gaps are measured on
+    held-out data and stay fixed. A resample whose scores are all tied has no rank correlation and
+    counts as a miss.
+    """
+    counts = {len(model.strength_by_order) for model in family}
+    if len(family) < 2 or resamples <= 0 or len(counts) != 1 or 0 in counts:
+        return None
+    (count,) = counts
+    rng = np.random.default_rng(seed)
+    gaps = [model.generalization_gap for model in family]
+    met = 0
+    for _ in range(resamples):
+        draw = rng.integers(0, count, count)
+        scores = [overfitting_from_profiles([model.strength_by_order[i] for i in draw]).score for model in family]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            rho = spearmanr(scores, gaps).statistic
+        met += bool(np.isfinite(rho) and rho >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING)
+    return met / resamples

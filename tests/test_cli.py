@@ -129,6 +129,7 @@ def test_usage_errors_exit_2(capsys):
         (["audit", "--prompt", "x", "--json"], "the following arguments are required: --model"),
         (["report", "--format", "pdf", "--json"], "argument --format: invalid choice: 'pdf'"),
         (["testbed", "build", "--only", "nope", "--json"], "argument --only: invalid choice: 'nope'"),
+        (["testbed", "validate", "--baseline", "zeros", "--json"], "argument --baseline: invalid choice: 'zeros'"),
         (["compare", "--model-a", "a", "--model-b", "b", "--prompts", "p", "--n", "ten", "--json"],
          "argument --n: invalid int value: 'ten'"),
     ],
@@ -383,6 +384,7 @@ def test_testbed_validate_rejects_too_few_prompts(capsys):
     [
         (["testbed", "validate", "--qthres", "1"], "--qthres must be in [0, 1)"),
         (["testbed", "validate", "--workers", "0"], "--workers must be at least 1"),
+        (["testbed", "validate", "--resamples", "-1"], "--resamples must be >= 0"),
         (["testbed", "build", "--workers", "0"], "--workers must be at least 1"),
     ],
 )

@@ -237,20 +237,25 @@ def _validation_tables(report: Any) -> list[Any]:
             f"{row['prompts']}",
         )
     checks = Table(title="acceptance")
-    for column in ("check", "value", "target", "result"):
-        checks.add_column(column, justify="left" if column in ("check", "result") else "right")
+    stable_column = f"met in resamples ({report.resamples})" if report.resamples else None
+    for column in ("check", "value", "target", "result", stable_column):
+        if column is not None:
+            checks.add_column(column, justify="left" if column in ("check", "result") else "right")
     verdict = lambda ok: "[green]pass[/green]" if ok else "[red]FAIL[/red]"  # noqa: E731
+    share = lambda value: "n/a" if value is None else f"{value:.0%}"  # noqa: E731
     checks.add_row(
         "misattribution AUC, shortcut vs clean (per prompt)",
         f"{report.misattribution_auc:.3f}",
         f">= {validation.MISATTRIBUTION_AUC_TARGET}",
         verdict(report.misattribution_ok),
+        *([share(report.misattribution_stability)] if stable_column else []),
     )
     checks.add_row(
         f"overfitting Spearman vs measured gap ({len(report.family)} models)",
         f"{report.overfitting_spearman:.3f}",
         f">= {validation.OVERFITTING_SPEARMAN_TARGET}",
         verdict(report.overfitting_ok),
+        *([share(report.overfitting_stability)] if stable_column else []),
     )
     return [models_table, checks]
 
@@ -268,6 +273,9 @@ def _validate(args: argparse.Namespace) -> int:
         raise CliError("--prompts must be at least 2 (an AUC needs prompts on both sides)")
     if not 0.0 <= args.qthres < 1.0:
         raise CliError(f"--qthres must be in [0, 1), got {args.qthres}")
+    resamples = validation.DEFAULT_RESAMPLES if args.resamples is None else args.resamples
+    if resamples < 0:
+        raise CliError(f"--resamples must be >= 0, got {resamples}")
     _check_workers(args)
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -303,6 +311,8 @@ def _validate(args: argparse.Namespace) -> int:
             seed=args.seed,
             template_set=args.template_set,
             qthres=args.qthres,
+            baseline=None if args.baseline == "auto" else args.baseline,
+            resamples=resamples,
             on_prompt=on_prompt,
         )
     elapsed = time.perf_counter() - started
@@ -333,6 +343,11 @@ def _register_validate(subparsers: Any) -> None:
     _add_world_options(parser)
     parser.add_argument("--prompts", type=int, default=20, help="conflict prompts audited per model (default 20)")
     parser.add_argument("--qthres", type=float, default=0.04, help="bound on the q correction (default 0.04)")
+    parser.add_argument("--baseline", default="auto", choices=["auto", "pad", "unk", "mean"],
+                        help="masking baseline embedding, as in production (auto: pad, else unk, else mean)")
+    parser.add_argument("--resamples", type=int, default=None,
+                        help="bootstrap resamples of the prompts, to say how often each verdict holds "
+                        "(default 500; 0: skip)")
     parser.add_argument("--workers", type=int, default=2, help="models trained in parallel if missing (default 2)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.set_defaults(handler=_validate)

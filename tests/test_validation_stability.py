@@ -1,0 +1,120 @@
+"""How often a validation verdict survives resampling its prompts (``validation.*_stability``).
+
+The oracle is exact: with three prompts there are only 3^3 = 27 equally likely bootstrap draws (and
+2^2 x 3^3 = 108 for a two-sample draw of 2 and 3 values), so the true probability that a resample
+meets the target is a count over all of them. The Monte Carlo shares must land within four
+standard errors of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from auditor import validation
+from auditor.metrics import decay_template, spindle_template
+from auditor.validation import ModelReport, misattribution_stability, overfitting_stability
+
+N = 8  # players per prompt
+
+
+def _prompt(spindle_share: float, strength: float) -> list[float]:
+    """A strength-per-order profile (nats) with a known mix of the two templates."""
+    profile = (1.0 - spindle_share) * decay_template(N) + spindle_share * spindle_template(N)
+    return (strength * profile).tolist()
+
+
+def _model(name: str, gap: float, prompts: list[list[float]]) -> ModelReport:
+    return ModelReport(name=name, heldout_accuracy=0.9, train_accuracy=1.0, generalization_gap=gap,
+                       strength_by_order=prompts)
+
+
+def _exact_share(family: list[ModelReport]) -> float:
+    """P(Spearman >= target) over all equally likely draws of prompt indices, by enumeration."""
+    count = len(family[0].strength_by_order)
+    gaps = [model.generalization_gap for model in family]
+    met = 0
+    draws = list(itertools.product(range(count), repeat=count))
+    for draw in draws:
+        scores = [validation.overfitting_from_profiles([m.strength_by_order[i] for i in draw]).score for m in family]
+        ranks_scores = np.argsort(np.argsort(scores))
+        ranks_gaps = np.argsort(np.argsort(gaps))
+        n = len(scores)
+        rho = 1 - 6 * float(((ranks_scores - ranks_gaps) ** 2).sum()) / (n * (n * n - 1))
+        met += len(set(np.round(scores, 12))) == n and rho >= validation.OVERFITTING_SPEARMAN_TARGET - 1e-9
+    return met / len(draws)
+
+
+def test_a_family_ordered_on_every_prompt_is_stable_everywhere():
+    family = [_model(f"level-{k}", gap=0.5 * k, prompts=[_prompt(0.1 + 0.15 * k, s) for s in (3.0, 10.0, 30.0)])
+              for k in range(5)]
+    assert overfitting_stability(family, resamples=200) == 1.0
+
+
+def test_levels_that_swap_on_some_prompts_match_the_exact_bootstrap_probability():
+    # Level 0 outscores level 1 whenever prompt 1 is drawn (and more levels when it is drawn twice),
+    # level 2 outscores level 3 whenever prompt 2 is: one swap still meets 0.9, more do not.
+    def level(k: int) -> list[list[float]]:
+        shares = [0.1 + 0.15 * k] * 3
+        if k == 0:
+            shares[1] = 0.65
+        if k == 2:
+            shares[2] = 0.95
+        return [_prompt(share, 5.0) for share in shares]
+
+    family = [_model(f"level-{k}", gap=0.5 * k, prompts=level(k)) for k in range(5)]
+    exact = _exact_share(family)
+    assert 0.1 < exact < 0.9  # not degenerate: the verdict depends on the draw
+    resamples = 4000
+    estimate = overfitting_stability(family, resamples=resamples)
+    assert abs(estimate - exact) < 4 * math.sqrt(exact * (1 - exact) / resamples)
+
+
+def test_tied_scores_count_as_a_miss():
+    same = [_prompt(0.4, 5.0), _prompt(0.2, 9.0)]
+    family = [_model(f"level-{k}", gap=float(k), prompts=same) for k in range(5)]
+    assert overfitting_stability(family, resamples=50) == 0.0
+
+
+def test_nothing_to_resample_gives_none():
+    family = [_model("a", 0.1, [_prompt(0.2, 1.0)]), _model("b", 0.2, [])]
+    assert overfitting_stability(family, resamples=10) is None
+    assert overfitting_stability(family[:1], resamples=10) is None
+    assert misattribution_stability([], [0.1], resamples=10) is None
+    assert misattribution_stability([0.9], [0.1], resamples=0) is None
+
+
+def test_misattribution_stability_matches_the_exact_two_sample_bootstrap():
+    positives, negatives = [0.9, 0.3], [0.1, 0.5, 0.2]
+    met = total = 0
+    for pos in itertools.product(positives, repeat=len(positives)):
+        for neg in itertools.product(negatives, repeat=len(negatives)):
+            wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+            met += wins / (len(pos) * len(neg)) >= validation.MISATTRIBUTION_AUC_TARGET - 1e-9
+            total += 1
+    exact = met / total
+    resamples = 4000
+    estimate = misattribution_stability(positives, negatives, resamples=resamples)
+    assert 0.1 < exact < 0.9
+    assert abs(estimate - exact) < 4 * math.sqrt(exact * (1 - exact) / resamples)
+
+
+def test_stability_is_reproducible():
+    family = [_model(f"level-{k}", gap=float(k), prompts=[_prompt(0.2 + 0.1 * k + 0.3 * (i == k), 1.0 + i)
+                                                           for i in range(4)]) for k in range(5)]
+    assert overfitting_stability(family, resamples=300) == overfitting_stability(family, resamples=300)
+
+
+@pytest.mark.parametrize("resamples", [0, 50])
+def test_report_carries_the_stability_only_when_resampled(resamples):
+    family = [_model(f"level-{k}", gap=float(k), prompts=[_prompt(0.1 + 0.2 * k, 4.0)]) for k in range(4)]
+    report = validation.ValidationReport(models=family, misattribution_auc=1.0, overfitting_spearman=1.0,
+                                         family=[m.name for m in family], resamples=resamples,
+                                         overfitting_stability=overfitting_stability(family, resamples) if resamples
+                                         else None)
+    payload = report.to_dict()
+    assert payload["resamples"] == resamples
+    assert payload["overfitting_stability"] == (1.0 if resamples else None)
