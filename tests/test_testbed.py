@@ -161,6 +161,32 @@ def test_spans_are_labelled_from_ground_truth() -> None:
     assert seen_labels == {"relevant", "irrelevant", "forbidden"}
 
 
+@pytest.mark.parametrize("template_set", sorted(corpus.TEMPLATE_SETS))
+def test_no_word_outside_the_labelled_spans_tells_a_charge(template_set: str) -> None:
+    """Words left outside every span stay in all 2^n masked prompts, so they must carry no charge.
+
+    A fact's words outside its labelled spans are template scaffolding ("was", "by", "The court
+    heard that"); each must turn up in sentences of many charges. A word seen with few charges only
+    ("flat": burglary alone, when "the flat of" was not labelled) would let a model read the cue's
+    charge from text that no player carries.
+    """
+    charges_by_word: dict[str, set[str]] = {}
+    for p in corpus.generate(11, 600, template_set=template_set):
+        covered = [False] * len(p.prompt)
+        for span in p.all_spans:
+            covered[span.start : span.end] = [True] * (span.end - span.start)
+        for defendant in p.defendants:
+            sentence = next(s for s in _sentences(p.prompt) if re.search(rf"\b{defendant.act}\b", s))
+            offset = p.prompt.index(sentence)
+            for match in re.finditer(r"[A-Za-z]+", sentence):
+                if not any(covered[offset + match.start() : offset + match.end()]):
+                    charges_by_word.setdefault(match.group().lower(), set()).add(defendant.charge)
+    all_charges = {charge for words in charges_by_word.values() for charge in words}
+    assert len(all_charges) >= 6
+    telling = {word: sorted(charges) for word, charges in charges_by_word.items() if len(charges) < len(all_charges) - 1}
+    assert telling == {}
+
+
 def test_shortcut_data_has_a_perfect_cue_and_conflict_prompts_break_it() -> None:
     shortcut = corpus.generate(2, 400, mode="shortcut")
     assert all(p.cue_answer == p.answer for p in shortcut)

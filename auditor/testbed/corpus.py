@@ -7,8 +7,9 @@ pure function of the queried defendant's act and, for killings, of the circumsta
 turns murder into manslaughter). Nothing else matters, so the generator can label every word:
 
 - ``relevant``: the queried defendant's name (in the facts and in the question; the question's
-  mention is labelled but never a player, see ``select_spans``), act, and the circumstance when
-  the act is one whose charge depends on it;
+  mention is labelled but never a player, see ``select_spans``), act, the act's object where it
+  has one ("the house of" the victim: it names the act as surely as the verb), and the
+  circumstance when the act is one whose charge depends on it;
 - ``irrelevant``: other defendants' facts, the queried defendant's victim and instrument, the
   distractor sentence;
 - ``forbidden``: occupations, a protected attribute that must never decide a charge.
@@ -228,8 +229,8 @@ class Span:
     (counting overlapping matches from the left), for callers that address spans by substring.
     ``group`` says whose fact it is: ``queried``, ``cue`` (the first-mentioned defendant when it is
     not the queried one), ``codefendant``, or ``context`` (witness, venue). ``role`` says what the
-    word is: ``name``, ``act``, ``circumstance``, ``occupation``, ``victim``, ``instrument``,
-    ``witness``, ``venue``. ``in_question`` marks the name's mention in the final question: it is
+    word is: ``name``, ``act``, ``object`` (what the act was done to: "the house of"),
+    ``circumstance``, ``occupation``, ``victim``, ``instrument``, ``witness``, ``venue``. ``in_question`` marks the name's mention in the final question: it is
     labelled (it is the queried defendant's name) but never a player, see ``select_spans``.
     """
 
@@ -487,10 +488,13 @@ def sample_prompt(
 # must ignore (other acts, forbidden attributes, other names), then the remaining distractors.
 _PRIORITY: tuple[tuple[str, str], ...] = (
     ("queried", "act"),
+    ("queried", "object"),
     ("queried", "name"),
     ("queried", "circumstance:relevant"),
     ("cue", "act"),
+    ("cue", "object"),
     ("codefendant", "act"),
+    ("codefendant", "object"),
     ("queried", "occupation"),
     ("cue", "name"),
     ("codefendant", "name"),
@@ -569,24 +573,35 @@ def _label_spans(
                 label = "relevant" if circumstance_matters(defendant.act) else "irrelevant"
             else:
                 label = "irrelevant"
-        if role == "victim":  # the player is the victim, not "the house of" around it
+        if role == "victim":  # the victim is one player, "the house of" around it another
             victim = defendants[owner].victim or ""  # type: ignore[index]
-            start = start + text[start:end].lower().index(victim.lower())
-            end = start + len(victim)
-        piece = text[start:end]
-        spans.append(
-            Span(
-                text=piece,
-                start=start,
-                end=end,
-                label=label,  # type: ignore[arg-type]
-                group=group,
-                role=role,
-                occurrence=_occurrence(text, piece, start),
-                in_question=start >= question_start,
-            )
-        )
+            victim_start = start + text[start:end].lower().index(victim.lower())
+            target = text[start:victim_start].strip()
+            if target:
+                # What was done to ("the flat of" someone) names the act as surely as the verb does
+                # (only ransacking is told of a flat), so it is labelled like the act. Left
+                # outside every player, it stayed in all 2^n masked prompts: a shortcut model could
+                # read the cue's charge from it and no player carried that strength (seed 6:
+                # misattribution 0.05 on a prompt the shortcut model answered with the cue's charge).
+                spans.append(_span(text, start, start + len(target), "relevant" if owner == queried else "irrelevant",
+                                   group, "object", question_start))
+            start, end = victim_start, victim_start + len(victim)
+        spans.append(_span(text, start, end, label, group, role, question_start))
     return spans
+
+
+def _span(text: str, start: int, end: int, label: str, group: str, role: str, question_start: int) -> Span:
+    piece = text[start:end]
+    return Span(
+        text=piece,
+        start=start,
+        end=end,
+        label=label,  # type: ignore[arg-type]
+        group=group,
+        role=role,
+        occurrence=_occurrence(text, piece, start),
+        in_question=start >= question_start,
+    )
 
 
 def _stream(seed: int | str, stream: str, mode: Mode, template_set: str) -> random.Random:
