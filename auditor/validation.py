@@ -5,6 +5,10 @@ Two claims are checked, each against ground truth the generator and the trainer 
   and the truth disagree (per-prompt AUC), with players labelled from the generator's ground truth;
 - the overfitting score ranks the overfit family by its measured generalization gap (Spearman).
 Each model is audited as production would audit it: on the answer it actually gave.
+
+Next to them, for comparison and never part of the verdict: each figure's stability under
+bootstrap resampling of the prompts, and the fragility of the family's games under parameter noise
+(``auditor.fragility``), an experimental overfitting figure ranked against the same gaps.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import warnings
 
 from scipy.stats import ConstantInputWarning, mannwhitneyu, spearmanr
 
+from auditor import fragility as fragility_lib
 from auditor.audit import audit_prompt
+from auditor.lm import score_masks
 from auditor.metrics import compute_metrics, overfitting_from_profiles, overfitting_over_window, strength_by_order
 from auditor.testbed import models as testbed
 
@@ -47,6 +53,8 @@ class ModelReport:
     cancellation: list[float] = field(default_factory=list)
     strength_by_order: list[list[float]] = field(default_factory=list)  # per prompt, nats: the window's input
     window_overfitting: float = 0.0
+    fragility: list[float | None] = field(default_factory=list)  # per prompt, see auditor.fragility
+    window_fragility: float | None = None
 
     def row(self) -> dict[str, float | str]:
         mean = lambda values: float(np.mean(values)) if values else float("nan")  # noqa: E731
@@ -60,6 +68,7 @@ class ModelReport:
             "misattribution": mean(self.misattribution),
             "overfitting": self.window_overfitting,
             "overfitting_mean_per_request": mean(self.overfitting),
+            "fragility": self.window_fragility,
             "sparsity": mean(self.sparsity),
             "cancellation": mean(self.cancellation),
         }
@@ -74,6 +83,8 @@ class ValidationReport:
     misattribution_stability: float | None = None  # share of bootstrap resamples meeting the AUC target
     overfitting_stability: float | None = None  # share of bootstrap resamples meeting the Spearman target
     resamples: int = 0
+    fragility_spearman: float | None = None  # experimental figure, not an acceptance figure (auditor.fragility)
+    fragility_stability: float | None = None
 
     @property
     def accepted(self) -> bool:
@@ -97,6 +108,7 @@ class ValidationReport:
                     "sparsity": model.sparsity,
                     "cancellation": model.cancellation,
                     "strength_by_order": model.strength_by_order,
+                    "fragility": model.fragility,
                 }
                 for model in self.models
             },
@@ -110,6 +122,8 @@ class ValidationReport:
             "misattribution_stability": self.misattribution_stability,
             "overfitting_stability": self.overfitting_stability,
             "resamples": self.resamples,
+            "fragility_spearman": self.fragility_spearman,
+            "fragility_stability": self.fragility_stability,
             "accepted": self.accepted,
         }
 
@@ -123,11 +137,13 @@ def audit_model(
     template_set: str = "standard",
     qthres: float = 0.04,
     baseline: str | None = None,
+    fragility: bool = True,
     on_prompt: Callable[[str, int], None] | None = None,
 ) -> ModelReport:
     """Audit one testbed model on conflict prompts from its own world, on its own answers.
 
     ``baseline``: the masking baseline kind (None: the product's auto choice, see ``lm.resolve_baseline``).
+    ``fragility``: also score every prompt's game on a perturbed copy (``auditor.fragility``).
     """
     model, tokenizer, info = testbed.load(name, root, seed=seed, template_set=template_set)
     measured = info["metrics"]
@@ -139,6 +155,7 @@ def audit_model(
         generalization_gap_accuracy=float(measured["train"]["accuracy"] - measured["heldout"]["accuracy"]),
     )
     results = []
+    noisy = fragility_lib.perturbed_copy(model) if fragility else None
     for index, prompt in enumerate(testbed.audit_prompts_for(info, prompts_count, conflict=True)):
         audit = audit_prompt(
             model,
@@ -158,9 +175,14 @@ def audit_model(
         report.sparsity.append(metrics.sparsity)
         report.cancellation.append(metrics.cancellation)
         report.strength_by_order.append(strength_by_order(audit.interactions).tolist())
+        if noisy is not None:  # the same players, answer and kind of baseline, on the perturbed weights
+            moved = score_masks(noisy, tokenizer, prompt=prompt.prompt, players=prompt.player_specs(),
+                                answer=list(audit.game.answer_ids), max_answer_tokens=1, baseline=baseline)
+            report.fragility.append(fragility_lib.game_fragility(audit.game.values, moved.values))
         if on_prompt:
             on_prompt(name, index)
     report.window_overfitting = overfitting_over_window(results).score
+    report.window_fragility = fragility_lib.window_fragility(report.fragility) if fragility else None
     return report
 
 
@@ -181,23 +203,29 @@ def validate(
     qthres: float = 0.04,
     baseline: str | None = None,
     resamples: int = DEFAULT_RESAMPLES,
+    fragility: bool = True,
     on_prompt: Callable[[str, int], None] | None = None,
 ) -> ValidationReport:
     """Audit every testbed model of one world and compute the two acceptance figures.
 
     ``resamples``: bootstrap resamples of the prompts behind each figure's stability (0: none).
+    ``fragility``: also measure ``auditor.fragility`` (reported, not part of the acceptance).
     """
     names = [testbed.CLEAN, testbed.SHORTCUT, *testbed.OVERFIT_FAMILY]
     reports = {
         name: audit_model(
             name, prompts_count, root=root, seed=seed, template_set=template_set, qthres=qthres,
-            baseline=baseline, on_prompt=on_prompt,
+            baseline=baseline, fragility=fragility, on_prompt=on_prompt,
         )
         for name in names
     }
     shortcut, clean = reports[testbed.SHORTCUT].misattribution, reports[testbed.CLEAN].misattribution
     family = [reports[name] for name in testbed.OVERFIT_FAMILY]
-    rho = spearmanr([m.window_overfitting for m in family], [m.generalization_gap for m in family]).statistic
+    gaps = [m.generalization_gap for m in family]
+    rho = spearmanr([m.window_overfitting for m in family], gaps).statistic
+    fragile = [m.window_fragility for m in family]
+    fragility_rho = (float(spearmanr(fragile, gaps).statistic)
+                     if fragility and all(value is not None for value in fragile) else None)
     return ValidationReport(
         models=list(reports.values()),
         misattribution_auc=per_prompt_auc(shortcut, clean),
@@ -206,6 +234,8 @@ def validate(
         misattribution_stability=misattribution_stability(shortcut, clean, resamples) if resamples else None,
         overfitting_stability=overfitting_stability(family, resamples) if resamples else None,
         resamples=resamples,
+        fragility_spearman=fragility_rho,
+        fragility_stability=fragility_stability(family, resamples) if resamples and fragility_rho is not None else None,
     )
 
 
@@ -239,16 +269,44 @@ def overfitting_stability(
     held-out data and stay fixed. A resample whose scores are all tied has no rank correlation and
     counts as a miss.
     """
-    counts = {len(model.strength_by_order) for model in family}
-    if len(family) < 2 or resamples <= 0 or len(counts) != 1 or 0 in counts:
+    return _ranking_stability(
+        [model.strength_by_order for model in family],
+        lambda profiles: overfitting_from_profiles(profiles).score,
+        [model.generalization_gap for model in family],
+        resamples,
+        seed,
+    )
+
+
+def fragility_stability(
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
+) -> float | None:
+    """``overfitting_stability`` for the window fragility (median over the resampled prompts)."""
+    return _ranking_stability(
+        [model.fragility for model in family],
+        lambda values: fragility_lib.window_fragility(values) or 0.0,
+        [model.generalization_gap for model in family],
+        resamples,
+        seed,
+    )
+
+
+def _ranking_stability(
+    per_model: Sequence[Sequence[object]],
+    window: Callable[[list], float],
+    gaps: Sequence[float],
+    resamples: int,
+    seed: int,
+) -> float | None:
+    counts = {len(samples) for samples in per_model}
+    if len(per_model) < 2 or resamples <= 0 or len(counts) != 1 or 0 in counts:
         return None
     (count,) = counts
     rng = np.random.default_rng(seed)
-    gaps = [model.generalization_gap for model in family]
     met = 0
     for _ in range(resamples):
         draw = rng.integers(0, count, count)
-        scores = [overfitting_from_profiles([model.strength_by_order[i] for i in draw]).score for model in family]
+        scores = [window([samples[i] for i in draw]) for samples in per_model]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConstantInputWarning)
             rho = spearmanr(scores, gaps).statistic

@@ -64,6 +64,14 @@ def test_validate_meets_the_acceptance(validation) -> None:
     assert report["accepted"] is True and code == 0
 
 
+def test_verdict_stability_is_reported(validation) -> None:
+    _, report = validation
+    assert report["resamples"] == 500
+    for key in ("misattribution_stability", "overfitting_stability", "fragility_stability"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert -1.0 <= report["fragility_spearman"] <= 1.0
+
+
 def test_acceptance_figures_recomputed_from_the_printed_numbers(validation) -> None:
     _, report = validation
     per_prompt = report["per_prompt"]
@@ -88,6 +96,8 @@ def test_every_model_reports_its_measurements(validation) -> None:
         assert 0.0 <= row["misattribution"] <= 1.0, name
         assert 0.0 <= row["heldout_accuracy"] <= 1.0 and math.isfinite(row["generalization_gap"]), name
         assert len(report["per_prompt"][name]["sparsity"]) == PROMPTS
+        # the experimental fragility figure is measured for every model, on every prompt
+        assert len(report["per_prompt"][name]["fragility"]) == PROMPTS and row["fragility"] > 0, name
     # The planted flaws are there: the clean model generalizes, the family's gap grows from ~0.
     assert rows[CLEAN]["heldout_accuracy"] > 0.95 and abs(rows[CLEAN]["generalization_gap"]) < 0.1
     family_gaps = [rows[name]["generalization_gap"] for name in OVERFIT_FAMILY]

@@ -16,7 +16,7 @@ import pytest
 
 from auditor import validation
 from auditor.metrics import decay_template, spindle_template
-from auditor.validation import ModelReport, misattribution_stability, overfitting_stability
+from auditor.validation import ModelReport, fragility_stability, misattribution_stability, overfitting_stability
 
 N = 8  # players per prompt
 
@@ -118,3 +118,16 @@ def test_report_carries_the_stability_only_when_resampled(resamples):
     payload = report.to_dict()
     assert payload["resamples"] == resamples
     assert payload["overfitting_stability"] == (1.0 if resamples else None)
+
+
+def test_fragility_stability_follows_the_per_prompt_order():
+    def family(direction: float) -> list[ModelReport]:
+        models = []
+        for k in range(5):
+            model = _model(f"level-{k}", gap=float(k), prompts=[_prompt(0.3, 1.0)] * 6)
+            model.fragility = [0.05 + direction * 0.02 * k + 0.001 * i for i in range(6)]
+            models.append(model)
+        return models
+
+    assert fragility_stability(family(+1.0), resamples=100) == 1.0
+    assert fragility_stability(family(-1.0), resamples=100) == 0.0

@@ -219,7 +219,7 @@ def _validation_tables(report: Any) -> list[Any]:
 
     models_table = Table(title="testbed validation (means over the audited conflict prompts)")
     columns = ("model", "held-out acc", "gap (nats)", "gap acc", "misattribution", "overfitting",
-               "overfit/request", "sparsity", "cancellation", "prompts")
+               "overfit/request", "fragility", "sparsity", "cancellation", "prompts")
     for column in columns:
         models_table.add_column(column, justify="left" if column == "model" else "right")
     for model in report.models:
@@ -232,6 +232,7 @@ def _validation_tables(report: Any) -> list[Any]:
             f"{row['misattribution']:.3f}",
             f"{row['overfitting']:.3f}",
             f"{row['overfitting_mean_per_request']:.3f}",
+            "n/a" if row["fragility"] is None else f"{row['fragility']:.3f}",
             f"{row['sparsity']:.1f}",
             f"{row['cancellation']:.3f}",
             f"{row['prompts']}",
@@ -257,6 +258,14 @@ def _validation_tables(report: Any) -> list[Any]:
         verdict(report.overfitting_ok),
         *([share(report.overfitting_stability)] if stable_column else []),
     )
+    if report.fragility_spearman is not None:  # reported for comparison, never part of the verdict
+        checks.add_row(
+            "fragility Spearman vs measured gap (experimental, not an acceptance figure)",
+            f"{report.fragility_spearman:.3f}",
+            f"({validation.OVERFITTING_SPEARMAN_TARGET})",
+            "-",
+            *([share(report.fragility_stability)] if stable_column else []),
+        )
     return [models_table, checks]
 
 
