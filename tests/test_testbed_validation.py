@@ -3,9 +3,9 @@
 This is the one test that builds a whole testbed (about four minutes on two cores) and audits every
 model on 20 conflict prompts. It runs on seed 1 with the alternate templates, not on the default
 world: both are accepted (docs/testbed.md), but the default world meets the Spearman target exactly
-(one adjacent swap among five levels is 0.9) with a 0.04 margin between two levels, while seed 1
-orders all five levels with margins of 0.17 or more, so a machine whose floats differ in the last
-bit cannot flip the verdict. It checks the command's own verdict and recomputes both acceptance
+(one adjacent swap among five levels is 0.9; the verdict holds in 67% of bootstrap resamples of its
+prompts), while seed 1 orders all five levels with margins of 0.11 or more (99% of resamples), so a
+machine whose floats differ in the last bit cannot flip the verdict. It checks the command's own verdict and recomputes both acceptance
 figures from the per-prompt numbers it printed with independent formulas (pairwise counting for the
 AUC, ranks by hand for the Spearman coefficient), so a wrong aggregation cannot pass.
 """
