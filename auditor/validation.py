@@ -13,13 +13,12 @@ bootstrap resampling of the prompts, and the fragility of the family's games und
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import warnings
-
 from scipy.stats import ConstantInputWarning, mannwhitneyu, spearmanr
 
 from auditor import fragility as fragility_lib
