@@ -283,11 +283,17 @@ def fragility_stability(
     """``overfitting_stability`` for the window fragility (median over the resampled prompts)."""
     return _ranking_stability(
         [model.fragility for model in family],
-        lambda values: fragility_lib.window_fragility(values) or 0.0,
+        _window_fragility_or_nan,
         [model.generalization_gap for model in family],
         resamples,
         seed,
     )
+
+
+def _window_fragility_or_nan(values: list) -> float:
+    """A window without a defined fragility has no rank: NaN makes the resample count as a miss."""
+    window = fragility_lib.window_fragility(values)
+    return float("nan") if window is None else window
 
 
 def _ranking_stability(

@@ -230,8 +230,9 @@ class Span:
     ``group`` says whose fact it is: ``queried``, ``cue`` (the first-mentioned defendant when it is
     not the queried one), ``codefendant``, or ``context`` (witness, venue). ``role`` says what the
     word is: ``name``, ``act``, ``object`` (what the act was done to: "the house of"),
-    ``circumstance``, ``occupation``, ``victim``, ``instrument``, ``witness``, ``venue``. ``in_question`` marks the name's mention in the final question: it is
-    labelled (it is the queried defendant's name) but never a player, see ``select_spans``.
+    ``circumstance``, ``occupation``, ``victim``, ``instrument``, ``witness``, ``venue``.
+    ``in_question`` marks the name's mention in the final question: it is labelled (it is the
+    queried defendant's name) but never a player, see ``select_spans``.
     """
 
     text: str
