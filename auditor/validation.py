@@ -7,8 +7,11 @@ Two claims are checked, each against ground truth the generator and the trainer 
 Each model is audited as production would audit it: on the answer it actually gave.
 
 Next to them, for comparison and never part of the verdict: each figure's stability under
-bootstrap resampling of the prompts, and the fragility of the family's games under parameter noise
-(``auditor.fragility``), an experimental overfitting figure ranked against the same gaps.
+bootstrap resampling of the prompts; the fragility of the family's games under parameter noise
+(``auditor.fragility``), an experimental overfitting figure ranked against the same gaps; and the
+reference ranking of the audited prompts' own gold-answer losses. The gap is a held-out loss, so
+those losses are the most direct evidence of it the sample holds: where even they fail to order
+the family, the prompts do not carry the ordering, whatever the estimator.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import ConstantInputWarning, mannwhitneyu, spearmanr
@@ -26,6 +30,8 @@ from auditor.audit import audit_prompt
 from auditor.lm import score_masks
 from auditor.metrics import compute_metrics, overfitting_from_profiles, overfitting_over_window, strength_by_order
 from auditor.testbed import models as testbed
+from auditor.testbed.corpus import AuditPrompt
+from auditor.testbed.train import encode, evaluate_encoded
 
 MISATTRIBUTION_AUC_TARGET = 0.95
 OVERFITTING_SPEARMAN_TARGET = 0.9
@@ -54,6 +60,7 @@ class ModelReport:
     window_overfitting: float = 0.0
     fragility: list[float | None] = field(default_factory=list)  # per prompt, see auditor.fragility
     window_fragility: float | None = None
+    answer_loss: list[float] = field(default_factory=list)  # per prompt: gold-answer loss (nats), the reference
 
     def row(self) -> dict[str, float | str]:
         mean = lambda values: float(np.mean(values)) if values else float("nan")  # noqa: E731
@@ -68,6 +75,7 @@ class ModelReport:
             "overfitting": self.window_overfitting,
             "overfitting_mean_per_request": mean(self.overfitting),
             "fragility": self.window_fragility,
+            "answer_loss": mean(self.answer_loss),
             "sparsity": mean(self.sparsity),
             "cancellation": mean(self.cancellation),
         }
@@ -84,6 +92,8 @@ class ValidationReport:
     resamples: int = 0
     fragility_spearman: float | None = None  # experimental figure, not an acceptance figure (auditor.fragility)
     fragility_stability: float | None = None
+    loss_spearman: float | None = None  # the reference: the audited prompts' own gold-answer losses vs the gaps
+    loss_stability: float | None = None
 
     @property
     def accepted(self) -> bool:
@@ -108,6 +118,7 @@ class ValidationReport:
                     "cancellation": model.cancellation,
                     "strength_by_order": model.strength_by_order,
                     "fragility": model.fragility,
+                    "answer_loss": model.answer_loss,
                 }
                 for model in self.models
             },
@@ -123,6 +134,8 @@ class ValidationReport:
             "resamples": self.resamples,
             "fragility_spearman": self.fragility_spearman,
             "fragility_stability": self.fragility_stability,
+            "loss_spearman": self.loss_spearman,
+            "loss_stability": self.loss_stability,
             "accepted": self.accepted,
         }
 
@@ -155,7 +168,9 @@ def audit_model(
     )
     results = []
     noisy = fragility_lib.perturbed_copy(model) if fragility else None
-    for index, prompt in enumerate(testbed.audit_prompts_for(info, prompts_count, conflict=True)):
+    prompts = testbed.audit_prompts_for(info, prompts_count, conflict=True)
+    report.answer_loss = answer_losses(model, tokenizer, prompts)
+    for index, prompt in enumerate(prompts):
         audit = audit_prompt(
             model,
             tokenizer,
@@ -183,6 +198,17 @@ def audit_model(
     report.window_overfitting = overfitting_over_window(results).score
     report.window_fragility = fragility_lib.window_fragility(report.fragility) if fragility else None
     return report
+
+
+def answer_losses(model: Any, tokenizer: Any, prompts: Sequence[AuditPrompt]) -> list[float]:
+    """Each prompt's gold-answer loss (nats), measured exactly as the held-out loss of the gap is.
+
+    The family is ranked by that gap from a handful of audited prompts; the same prompts' own
+    losses say how much of the gap ordering such a sample can carry at all. One prompt per call,
+    so each value is the testbed's own evaluation of that prompt alone.
+    """
+    return [float(evaluate_encoded(model, encode(tokenizer, [(p.prompt, p.answer)]), threads=1)["loss"])
+            for p in prompts]
 
 
 def per_prompt_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
@@ -225,6 +251,7 @@ def validate(
     fragile = [m.window_fragility for m in family]
     fragility_rho = (float(spearmanr(fragile, gaps).statistic)
                      if fragility and all(value is not None for value in fragile) else None)
+    loss_rho = float(spearmanr([np.mean(m.answer_loss) for m in family], gaps).statistic)
     return ValidationReport(
         models=list(reports.values()),
         misattribution_auc=per_prompt_auc(shortcut, clean),
@@ -235,6 +262,8 @@ def validate(
         resamples=resamples,
         fragility_spearman=fragility_rho,
         fragility_stability=fragility_stability(family, resamples) if resamples and fragility_rho is not None else None,
+        loss_spearman=loss_rho,
+        loss_stability=loss_stability(family, resamples) if resamples else None,
     )
 
 
@@ -284,6 +313,19 @@ def fragility_stability(
     return _ranking_stability(
         [model.fragility for model in family],
         _window_fragility_or_nan,
+        [model.generalization_gap for model in family],
+        resamples,
+        seed,
+    )
+
+
+def loss_stability(
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
+) -> float | None:
+    """``overfitting_stability`` for the reference: the mean gold-answer loss of the resampled prompts."""
+    return _ranking_stability(
+        [model.answer_loss for model in family],
+        lambda losses: float(np.mean(losses)),
         [model.generalization_gap for model in family],
         resamples,
         seed,

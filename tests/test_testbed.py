@@ -17,6 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from auditor import validation
 from auditor.testbed import corpus, models, train
 from auditor.testbed.tokenizer import answer_token_id, build_tokenizer
 
@@ -298,6 +299,21 @@ def test_training_learns_a_small_set() -> None:
     after = train.evaluate_encoded(model, data)
     assert after["loss"] < before["loss"] / 4
     assert after["accuracy"] == 1.0
+
+
+def test_answer_losses_are_each_prompts_gold_answer_loss() -> None:
+    """Checked against a plain forward pass of each prompt alone (no batching, no padding)."""
+    tok = build_tokenizer()
+    model = train.init_model(train.ArchSpec(hidden=32, layers=1, heads=2, intermediate=64), tok, seed=0)
+    prompts = corpus.generate(3, 6)
+    losses = validation.answer_losses(model, tok, prompts)
+    assert len(losses) == len(prompts)
+    for prompt, loss in zip(prompts, losses):
+        ids = tok(prompt.prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
+        assert loss == pytest.approx(-float(log_probs[answer_token_id(tok, prompt.answer)]), abs=1e-4)
+    assert sum(losses) / len(losses) == pytest.approx(models.evaluate(model, tok, prompts)["loss"], abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_validate_meets_the_acceptance(validation) -> None:
 def test_verdict_stability_is_reported(validation) -> None:
     _, report = validation
     assert report["resamples"] == 500
-    for key in ("misattribution_stability", "overfitting_stability", "fragility_stability"):
+    for key in ("misattribution_stability", "overfitting_stability", "fragility_stability", "loss_stability"):
         assert 0.0 <= report[key] <= 1.0, key
     assert -1.0 <= report["fragility_spearman"] <= 1.0
 
@@ -83,6 +83,11 @@ def test_acceptance_figures_recomputed_from_the_printed_numbers(validation) -> N
     scores = [rows[name]["overfitting"] for name in OVERFIT_FAMILY]
     gaps = [rows[name]["generalization_gap"] for name in OVERFIT_FAMILY]
     assert _spearman_without_ties(scores, gaps) == pytest.approx(report["overfitting_spearman"], abs=1e-9)
+
+    # The reference: the audited prompts' own gold-answer losses, ranked against the same gaps.
+    losses = [sum(per_prompt[name]["answer_loss"]) / PROMPTS for name in OVERFIT_FAMILY]
+    assert losses == pytest.approx([rows[name]["answer_loss"] for name in OVERFIT_FAMILY], abs=1e-12)
+    assert _spearman_without_ties(losses, gaps) == pytest.approx(report["loss_spearman"], abs=1e-9)
 
 
 def test_every_model_reports_its_measurements(validation) -> None:

@@ -131,3 +131,51 @@ def test_fragility_stability_follows_the_per_prompt_order():
 
     assert fragility_stability(family(+1.0), resamples=100) == 1.0
     assert fragility_stability(family(-1.0), resamples=100) == 0.0
+
+
+def test_loss_stability_matches_the_exact_bootstrap_of_mean_losses():
+    # Level 1 was confidently wrong on prompt 2 and level 4 lucky on prompt 1: a draw with either
+    # swaps a pair, one with both misses the target. The reference ranking is as fragile as the
+    # sample, which is what it is there to show.
+    losses = {0: [0.0, 0.1, 0.2], 1: [0.1, 0.2, 6.0], 2: [1.5, 1.45, 1.6], 3: [3.0, 3.2, 2.9], 4: [4.0, 0.5, 4.2]}
+    family = []
+    for k, values in losses.items():
+        model = _model(f"level-{k}", gap=0.5 * k, prompts=[_prompt(0.3, 1.0)] * 3)
+        model.answer_loss = values
+        family.append(model)
+    draws = list(itertools.product(range(3), repeat=3))
+    met = 0
+    for draw in draws:
+        means = [np.mean([model.answer_loss[i] for i in draw]) for model in family]
+        ranks = np.argsort(np.argsort(means))
+        rho = 1 - 6 * float(((ranks - np.arange(5)) ** 2).sum()) / (5 * 24)
+        assert len(set(np.round(means, 9))) == 5, draw  # no ties, so ranks need no averaging
+        met += rho >= validation.OVERFITTING_SPEARMAN_TARGET - 1e-9
+    exact = met / len(draws)
+    assert 0.1 < exact < 0.9
+    resamples = 4000
+    estimate = validation.loss_stability(family, resamples=resamples)
+    assert abs(estimate - exact) < 4 * math.sqrt(exact * (1 - exact) / resamples)
+
+
+def test_the_printed_table_shows_the_reference_next_to_the_verdict():
+    from rich.console import Console
+
+    from auditor.cli.testbed import _validation_tables
+
+    family = []
+    for k in range(5):
+        model = _model(f"overfit-{k + 1}", gap=0.5 * k, prompts=[_prompt(0.1 + 0.15 * k, 5.0)] * 3)
+        model.answer_loss = [0.3 * k + 0.01 * i for i in range(3)]
+        family.append(model)
+    report = validation.ValidationReport(
+        models=family, misattribution_auc=1.0, overfitting_spearman=0.9, family=[m.name for m in family],
+        resamples=50, overfitting_stability=0.5, loss_spearman=1.0, loss_stability=validation.loss_stability(family, 50),
+    )
+    console = Console(record=True, width=250)
+    for table in _validation_tables(report):
+        console.print(table)
+    text = console.export_text()
+    reference = next(line for line in text.splitlines() if "gold-answer loss" in line)
+    assert "1.000" in reference and "100%" in reference and "pass" not in reference
+    assert f"{0.3 * 4 + 0.01:.3f}" in next(line for line in text.splitlines() if "overfit-5" in line)

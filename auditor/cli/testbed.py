@@ -219,7 +219,7 @@ def _validation_tables(report: Any) -> list[Any]:
 
     models_table = Table(title="testbed validation (means over the audited conflict prompts)")
     columns = ("model", "held-out acc", "gap (nats)", "gap acc", "misattribution", "overfitting",
-               "overfit/request", "fragility", "sparsity", "cancellation", "prompts")
+               "overfit/request", "fragility", "answer loss", "sparsity", "cancellation", "prompts")
     for column in columns:
         models_table.add_column(column, justify="left" if column == "model" else "right")
     for model in report.models:
@@ -233,6 +233,7 @@ def _validation_tables(report: Any) -> list[Any]:
             f"{row['overfitting']:.3f}",
             f"{row['overfitting_mean_per_request']:.3f}",
             "n/a" if row["fragility"] is None else f"{row['fragility']:.3f}",
+            f"{row['answer_loss']:.3f}",
             f"{row['sparsity']:.1f}",
             f"{row['cancellation']:.3f}",
             f"{row['prompts']}",
@@ -265,6 +266,14 @@ def _validation_tables(report: Any) -> list[Any]:
             f"({validation.OVERFITTING_SPEARMAN_TARGET})",
             "-",
             *([share(report.fragility_stability)] if stable_column else []),
+        )
+    if report.loss_spearman is not None:  # what the sample itself can tell, never part of the verdict
+        checks.add_row(
+            "reference: these prompts' gold-answer loss vs measured gap (not an acceptance figure)",
+            f"{report.loss_spearman:.3f}",
+            f"({validation.OVERFITTING_SPEARMAN_TARGET})",
+            "-",
+            *([share(report.loss_stability)] if stable_column else []),
         )
     return [models_table, checks]
 
