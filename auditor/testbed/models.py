@@ -79,9 +79,9 @@ class ModelSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     overfit_level: int | None = None
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
-    # Models defined by having learned their training task (clean, shortcut): if training accuracy
-    # stays below this, the model is retrained from the same start with twice the steps, up to
-    # ``max_steps``. None for the overfit family, whose degree of learning is the knob itself.
+    # Every testbed model must have learned its own training data (see LEARNED_ACCURACY): if training
+    # accuracy stays below this, the model is retrained from the same start with twice the steps, up
+    # to ``max_steps``. None: no such check (a spec written before it existed).
     learned_accuracy: float | None = None
     max_steps: int = 4000
 
@@ -117,11 +117,15 @@ OVERFIT_EXAMPLES: tuple[int, ...] = tuple(
 )
 OVERFIT_NOISE: tuple[float, ...] = tuple(round(0.10 * k / (OVERFIT_LEVELS - 1), 4) for k in range(OVERFIT_LEVELS))
 OVERFIT_STEPS = 600
-# Clean and shortcut must have learned their (noise-free) training task. From a weak warm-up the
-# clean model of seed 3 sat on the "any defendant's charge" plateau for all of its 1,000 steps
-# (training and held-out accuracy 0.52; the misattribution check of that world failed), and
-# learned it (0.99) with 2,000 steps: the longer schedule keeps the learning rate up past the
-# plateau. Judged on training data, never on the held-out prompts the metrics are validated on.
+# Every model must have learned its own training data: clean and shortcut their task, each overfit
+# level its own (smaller, noisier) training set, which is what overfitting means. From a weak
+# warm-up the clean model of seed 3 sat on the "any defendant's charge" plateau for all of its
+# 1,000 steps (training and held-out accuracy 0.52; the misattribution check of that world failed),
+# and learned it (0.99) with 2,000 steps: the longer schedule keeps the learning rate up past the
+# plateau. Seed 3's overfit-1 (3,000 examples, no noise) stopped at 0.93 on its training data and
+# 0.52 held out, so its gap (1.2 nats, above overfit-3's) measured a failed run, not memorising;
+# it was the only one of 65 family models below the bar. Judged on training data, never on the
+# held-out prompts the metrics are validated on.
 LEARNED_ACCURACY = 0.95
 
 
@@ -168,6 +172,7 @@ def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, Mode
             arch=arch,
             train=dataclasses.replace(base_train, steps=OVERFIT_STEPS, weight_decay=0.0),
             overfit_level=level,
+            learned_accuracy=LEARNED_ACCURACY,
         )
     return specs
 
