@@ -94,6 +94,11 @@ class ValidationReport:
     fragility_stability: float | None = None
     loss_spearman: float | None = None  # the reference: the audited prompts' own gold-answer losses vs the gaps
     loss_stability: float | None = None
+    # How often a validation on ``subsample`` fresh prompts would meet each ranking target: the share
+    # of random subsets of that size (without replacement) of the audited prompts that do.
+    subsample: int | None = None
+    overfitting_subsample_share: float | None = None
+    loss_subsample_share: float | None = None
 
     @property
     def accepted(self) -> bool:
@@ -136,6 +141,9 @@ class ValidationReport:
             "fragility_stability": self.fragility_stability,
             "loss_spearman": self.loss_spearman,
             "loss_stability": self.loss_stability,
+            "subsample": self.subsample,
+            "overfitting_subsample_share": self.overfitting_subsample_share,
+            "loss_subsample_share": self.loss_subsample_share,
             "accepted": self.accepted,
         }
 
@@ -229,11 +237,16 @@ def validate(
     baseline: str | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     fragility: bool = True,
+    subsample: int | None = None,
     on_prompt: Callable[[str, int], None] | None = None,
 ) -> ValidationReport:
     """Audit every testbed model of one world and compute the two acceptance figures.
 
     ``resamples``: bootstrap resamples of the prompts behind each figure's stability (0: none).
+    ``subsample``: also estimate, from ``resamples`` random subsets of this many of the audited
+    prompts, how often a validation on that many fresh prompts meets each ranking target. Audit
+    many (say 100) to ask what 20 or 40 would give: a bootstrap of 20 can only say how stable
+    those particular 20 are.
     ``fragility``: also measure ``auditor.fragility`` (reported, not part of the acceptance).
     """
     names = [testbed.CLEAN, testbed.SHORTCUT, *testbed.OVERFIT_FAMILY]
@@ -264,6 +277,10 @@ def validate(
         fragility_stability=fragility_stability(family, resamples) if resamples and fragility_rho is not None else None,
         loss_spearman=loss_rho,
         loss_stability=loss_stability(family, resamples) if resamples else None,
+        subsample=subsample,
+        overfitting_subsample_share=(overfitting_stability(family, resamples, size=subsample)
+                                     if subsample and resamples else None),
+        loss_subsample_share=loss_stability(family, resamples, size=subsample) if subsample and resamples else None,
     )
 
 
@@ -288,14 +305,16 @@ def misattribution_stability(
 
 
 def overfitting_stability(
-    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED,
+    size: int | None = None,
 ) -> float | None:
     """Share of bootstrap resamples of the prompts whose window scores still meet the Spearman target.
 
     Every level is audited on the same prompts, so one draw of prompt indices is shared by all of
     them (a paired bootstrap: a hard prompt stays hard for every level). The gaps are measured on
     held-out data and stay fixed. A resample whose scores are all tied has no rank correlation and
-    counts as a miss.
+    counts as a miss. With ``size``, each draw is instead a random subset of that many prompts
+    (without replacement): the share estimates how often a validation on ``size`` prompts meets it.
     """
     return _ranking_stability(
         [model.strength_by_order for model in family],
@@ -303,6 +322,7 @@ def overfitting_stability(
         [model.generalization_gap for model in family],
         resamples,
         seed,
+        size,
     )
 
 
@@ -320,7 +340,8 @@ def fragility_stability(
 
 
 def loss_stability(
-    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED,
+    size: int | None = None,
 ) -> float | None:
     """``overfitting_stability`` for the reference: the mean gold-answer loss of the resampled prompts."""
     return _ranking_stability(
@@ -329,6 +350,7 @@ def loss_stability(
         [model.generalization_gap for model in family],
         resamples,
         seed,
+        size,
     )
 
 
@@ -344,15 +366,22 @@ def _ranking_stability(
     gaps: Sequence[float],
     resamples: int,
     seed: int,
+    size: int | None = None,
 ) -> float | None:
+    """Share of draws of prompt indices (shared by every model) whose window ranking meets the target.
+
+    A draw is a bootstrap resample (``size`` None) or a random subset of ``size`` prompts.
+    """
     counts = {len(samples) for samples in per_model}
     if len(per_model) < 2 or resamples <= 0 or len(counts) != 1 or 0 in counts:
         return None
     (count,) = counts
+    if size is not None and not 1 <= size <= count:
+        raise ValueError(f"a subset of {size} prompts cannot be drawn from {count}")
     rng = np.random.default_rng(seed)
     met = 0
     for _ in range(resamples):
-        draw = rng.integers(0, count, count)
+        draw = rng.integers(0, count, count) if size is None else rng.choice(count, size, replace=False)
         scores = [window([samples[i] for i in draw]) for samples in per_model]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConstantInputWarning)

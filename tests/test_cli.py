@@ -386,6 +386,9 @@ def test_testbed_validate_rejects_too_few_prompts(capsys):
         (["testbed", "validate", "--qthres", "1"], "--qthres must be in [0, 1)"),
         (["testbed", "validate", "--workers", "0"], "--workers must be at least 1"),
         (["testbed", "validate", "--resamples", "-1"], "--resamples must be >= 0"),
+        (["testbed", "validate", "--subsample", "21"], "--subsample must be between 2 and --prompts (20)"),
+        (["testbed", "validate", "--subsample", "1"], "--subsample must be between 2 and --prompts (20)"),
+        (["testbed", "validate", "--subsample", "10", "--resamples", "0"], "--subsample needs --resamples > 0"),
         (["testbed", "build", "--workers", "0"], "--workers must be at least 1"),
     ],
 )

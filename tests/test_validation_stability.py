@@ -179,3 +179,68 @@ def test_the_printed_table_shows_the_reference_next_to_the_verdict():
     reference = next(line for line in text.splitlines() if "gold-answer loss" in line)
     assert "1.000" in reference and "100%" in reference and "pass" not in reference
     assert f"{0.3 * 4 + 0.01:.3f}" in next(line for line in text.splitlines() if "overfit-5" in line)
+
+
+def test_the_printed_table_shows_the_subset_shares_when_asked():
+    from rich.console import Console
+
+    from auditor.cli.testbed import _validation_tables
+
+    family = _swapping_family()
+    for model in family:
+        model.answer_loss = [1.0] * 4
+    report = validation.ValidationReport(
+        models=family, misattribution_auc=1.0, overfitting_spearman=0.9, family=[m.name for m in family],
+        resamples=40, subsample=2, overfitting_subsample_share=0.25, loss_subsample_share=0.0, loss_spearman=0.0,
+    )
+    console = Console(record=True, width=300)
+    for table in _validation_tables(report):
+        console.print(table)
+    text = console.export_text()
+    assert "met by 2 of the prompts (40 subsets)" in text
+    overfitting = next(line for line in text.splitlines() if "overfitting Spearman" in line)
+    assert overfitting.rstrip(" │|").endswith("25%")
+
+
+def _swapping_family() -> list[ModelReport]:
+    """Five levels over four prompts; prompt 3 swaps levels 0 and 1, prompt 2 levels 3 and 4."""
+    def level(k: int) -> list[list[float]]:
+        shares = [0.1 + 0.15 * k] * 4
+        if k == 0:
+            shares[3] = 0.9
+        if k == 4:
+            shares[2] = 0.05
+        return [_prompt(share, 5.0) for share in shares]
+
+    return [_model(f"level-{k}", gap=0.5 * k, prompts=level(k)) for k in range(5)]
+
+
+def test_subsample_share_matches_the_exact_share_of_subsets():
+    # Every 2-of-4 subset is equally likely, so the true share is a count over the six of them.
+    family = _swapping_family()
+    gaps = [model.generalization_gap for model in family]
+    met = 0
+    subsets = list(itertools.combinations(range(4), 2))
+    for subset in subsets:
+        scores = [validation.overfitting_from_profiles([m.strength_by_order[i] for i in subset]).score for m in family]
+        ranks = np.argsort(np.argsort(scores))
+        rho = 1 - 6 * float(((ranks - np.argsort(np.argsort(gaps))) ** 2).sum()) / (5 * 24)
+        met += len(set(np.round(scores, 12))) == 5 and rho >= validation.OVERFITTING_SPEARMAN_TARGET - 1e-9
+    exact = met / len(subsets)
+    assert 0.1 < exact < 0.9
+    resamples = 4000
+    estimate = overfitting_stability(family, resamples=resamples, size=2)
+    assert abs(estimate - exact) < 4 * math.sqrt(exact * (1 - exact) / resamples)
+    # a bootstrap of the same four prompts answers a different question, with a different number
+    assert abs(overfitting_stability(family, resamples=resamples) - exact) > 0.05
+
+
+def test_a_subset_of_every_prompt_is_the_verdict_itself():
+    family = _swapping_family()
+    scores = [validation.overfitting_from_profiles(m.strength_by_order).score for m in family]
+    from scipy.stats import spearmanr
+
+    verdict = spearmanr(scores, [m.generalization_gap for m in family]).statistic >= 0.9 - 1e-9
+    assert overfitting_stability(family, resamples=20, size=4) == float(verdict)
+    with pytest.raises(ValueError, match="cannot be drawn"):
+        overfitting_stability(family, resamples=20, size=5)

@@ -240,7 +240,9 @@ def _validation_tables(report: Any) -> list[Any]:
         )
     checks = Table(title="acceptance")
     stable_column = f"met in resamples ({report.resamples})" if report.resamples else None
-    for column in ("check", "value", "target", "result", stable_column):
+    subset_column = (f"met by {report.subsample} of the prompts ({report.resamples} subsets)"
+                     if report.subsample else None)
+    for column in ("check", "value", "target", "result", stable_column, subset_column):
         if column is not None:
             checks.add_column(column, justify="left" if column in ("check", "result") else "right")
     verdict = lambda ok: "[green]pass[/green]" if ok else "[red]FAIL[/red]"  # noqa: E731
@@ -251,6 +253,7 @@ def _validation_tables(report: Any) -> list[Any]:
         f">= {validation.MISATTRIBUTION_AUC_TARGET}",
         verdict(report.misattribution_ok),
         *([share(report.misattribution_stability)] if stable_column else []),
+        *(["-"] if subset_column else []),
     )
     checks.add_row(
         f"overfitting Spearman vs measured gap ({len(report.family)} models)",
@@ -258,6 +261,7 @@ def _validation_tables(report: Any) -> list[Any]:
         f">= {validation.OVERFITTING_SPEARMAN_TARGET}",
         verdict(report.overfitting_ok),
         *([share(report.overfitting_stability)] if stable_column else []),
+        *([share(report.overfitting_subsample_share)] if subset_column else []),
     )
     if report.fragility_spearman is not None:  # reported for comparison, never part of the verdict
         checks.add_row(
@@ -266,6 +270,7 @@ def _validation_tables(report: Any) -> list[Any]:
             f"({validation.OVERFITTING_SPEARMAN_TARGET})",
             "-",
             *([share(report.fragility_stability)] if stable_column else []),
+            *(["-"] if subset_column else []),
         )
     if report.loss_spearman is not None:  # what the sample itself can tell, never part of the verdict
         checks.add_row(
@@ -274,6 +279,7 @@ def _validation_tables(report: Any) -> list[Any]:
             f"({validation.OVERFITTING_SPEARMAN_TARGET})",
             "-",
             *([share(report.loss_stability)] if stable_column else []),
+            *([share(report.loss_subsample_share)] if subset_column else []),
         )
     return [models_table, checks]
 
@@ -294,6 +300,10 @@ def _validate(args: argparse.Namespace) -> int:
     resamples = validation.DEFAULT_RESAMPLES if args.resamples is None else args.resamples
     if resamples < 0:
         raise CliError(f"--resamples must be >= 0, got {resamples}")
+    if args.subsample is not None and not 2 <= args.subsample <= args.prompts:
+        raise CliError(f"--subsample must be between 2 and --prompts ({args.prompts}), got {args.subsample}")
+    if args.subsample is not None and resamples == 0:
+        raise CliError("--subsample needs --resamples > 0 (the subsets are drawn that many times)")
     _check_workers(args)
     console = Console(stderr=True)
     started = time.perf_counter()
@@ -331,6 +341,7 @@ def _validate(args: argparse.Namespace) -> int:
             qthres=args.qthres,
             baseline=None if args.baseline == "auto" else args.baseline,
             resamples=resamples,
+            subsample=args.subsample,
             on_prompt=on_prompt,
         )
     elapsed = time.perf_counter() - started
@@ -366,6 +377,9 @@ def _register_validate(subparsers: Any) -> None:
     parser.add_argument("--resamples", type=int, default=None,
                         help="bootstrap resamples of the prompts, to say how often each verdict holds "
                         "(default 500; 0: skip)")
+    parser.add_argument("--subsample", type=int, default=None, metavar="K",
+                        help="also say how often K fresh prompts would meet each ranking target, from random "
+                        "K-subsets of the audited prompts (audit many, e.g. --prompts 100 --subsample 20)")
     parser.add_argument("--workers", type=int, default=2, help="models trained in parallel if missing (default 2)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.set_defaults(handler=_validate)
