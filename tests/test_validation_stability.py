@@ -32,12 +32,27 @@ def _model(name: str, gap: float, prompts: list[list[float]]) -> ModelReport:
                        strength_by_order=prompts)
 
 
-def _exact_share(family: list[ModelReport]) -> float:
-    """P(Spearman >= target) over all equally likely draws of prompt indices, by enumeration."""
+def _family_out_of_order(prompts: int, overrides: dict[int, tuple[int, float]]) -> list[ModelReport]:
+    """Five levels whose spindle share grows with the gap on every prompt but the overridden ones:
+    ``overrides[level] = (prompt, share)`` puts that level out of order on that prompt."""
+    def level(k: int) -> list[list[float]]:
+        shares = [0.1 + 0.15 * k] * prompts
+        if k in overrides:
+            prompt, share = overrides[k]
+            shares[prompt] = share
+        return [_prompt(share, 5.0) for share in shares]
+
+    return [_model(f"level-{k}", gap=0.5 * k, prompts=level(k)) for k in range(5)]
+
+
+def _exact_share(family: list[ModelReport], draws: list[tuple[int, ...]] | None = None) -> float:
+    """P(Spearman >= target) over equally likely draws of prompt indices (default: every bootstrap
+    draw), by enumeration."""
     count = len(family[0].strength_by_order)
     gaps = [model.generalization_gap for model in family]
     met = 0
-    draws = list(itertools.product(range(count), repeat=count))
+    if draws is None:
+        draws = list(itertools.product(range(count), repeat=count))
     for draw in draws:
         scores = [validation.overfitting_from_profiles([m.strength_by_order[i] for i in draw]).score for m in family]
         ranks_scores = np.argsort(np.argsort(scores))
@@ -57,15 +72,7 @@ def test_a_family_ordered_on_every_prompt_is_stable_everywhere():
 def test_levels_that_swap_on_some_prompts_match_the_exact_bootstrap_probability():
     # Level 0 outscores level 1 whenever prompt 1 is drawn (and more levels when it is drawn twice),
     # level 2 outscores level 3 whenever prompt 2 is: one swap still meets 0.9, more do not.
-    def level(k: int) -> list[list[float]]:
-        shares = [0.1 + 0.15 * k] * 3
-        if k == 0:
-            shares[1] = 0.65
-        if k == 2:
-            shares[2] = 0.95
-        return [_prompt(share, 5.0) for share in shares]
-
-    family = [_model(f"level-{k}", gap=0.5 * k, prompts=level(k)) for k in range(5)]
+    family = _family_out_of_order(3, {0: (1, 0.65), 2: (2, 0.95)})
     exact = _exact_share(family)
     assert 0.1 < exact < 0.9  # not degenerate: the verdict depends on the draw
     resamples = 4000
@@ -204,29 +211,13 @@ def test_the_printed_table_shows_the_subset_shares_when_asked():
 
 def _swapping_family() -> list[ModelReport]:
     """Five levels over four prompts; prompt 3 swaps levels 0 and 1, prompt 2 levels 3 and 4."""
-    def level(k: int) -> list[list[float]]:
-        shares = [0.1 + 0.15 * k] * 4
-        if k == 0:
-            shares[3] = 0.9
-        if k == 4:
-            shares[2] = 0.05
-        return [_prompt(share, 5.0) for share in shares]
-
-    return [_model(f"level-{k}", gap=0.5 * k, prompts=level(k)) for k in range(5)]
+    return _family_out_of_order(4, {0: (3, 0.9), 4: (2, 0.05)})
 
 
 def test_subsample_share_matches_the_exact_share_of_subsets():
     # Every 2-of-4 subset is equally likely, so the true share is a count over the six of them.
     family = _swapping_family()
-    gaps = [model.generalization_gap for model in family]
-    met = 0
-    subsets = list(itertools.combinations(range(4), 2))
-    for subset in subsets:
-        scores = [validation.overfitting_from_profiles([m.strength_by_order[i] for i in subset]).score for m in family]
-        ranks = np.argsort(np.argsort(scores))
-        rho = 1 - 6 * float(((ranks - np.argsort(np.argsort(gaps))) ** 2).sum()) / (5 * 24)
-        met += len(set(np.round(scores, 12))) == 5 and rho >= validation.OVERFITTING_SPEARMAN_TARGET - 1e-9
-    exact = met / len(subsets)
+    exact = _exact_share(family, list(itertools.combinations(range(4), 2)))
     assert 0.1 < exact < 0.9
     resamples = 4000
     estimate = overfitting_stability(family, resamples=resamples, size=2)
