@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from auditor.interactions import Interactions, SalientTerm
-from auditor.lm import GameValues, score_masks
-from auditor.players import PlayerSpec
+from auditor.engine.interactions import Interactions, SalientTerm
+from auditor.game.scoring import GameValues, score_masks
+from auditor.game.players import PlayerSpec
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,10 @@ def audit_prompt(
 ) -> AuditResult:
     """Audit one request: score all 2^n masked prompts, then extract AND-OR interactions.
 
-    ``score_kwargs`` go to :func:`auditor.lm.score_masks` (``max_answer_tokens``, ``single_token``,
+    ``score_kwargs`` go to :func:`auditor.game.scoring.score_masks` (``max_answer_tokens``, ``single_token``,
     ``baseline``, ``chunk_size``, ``memory_budget``, ``progress``, ``strategy``, ``seed``, ...).
     """
-    from auditor.solver import extract_interactions  # the LP stack is only needed here
+    from auditor.engine.extraction import extract_interactions  # the LP stack is only needed here
 
     game = score_masks(
         model, tokenizer, prompt=prompt, messages=messages, answer=answer, players=players,

@@ -1,7 +1,7 @@
 """Benchmark of the causal-LM game: one mask at a time vs batched vs shared prefix vs trie.
 
 Scores all 2^n masks of one request (n players spread evenly over a random prompt, a fixed random
-answer) with every strategy of :func:`auditor.lm.score_masks` on a random-init model, and prints
+answer) with every strategy of :func:`auditor.game.scoring.score_masks` on a random-init model, and prints
 wall time, tokens computed, forward calls and ratios (``--json``: one JSON object, keys in
 bench/README.md).
 
@@ -35,8 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditor.lm import CALL_OVERHEAD_TOKENS, choose_chunk_size, plan_levels, score_masks  # noqa: E402
-from auditor.players import PlayerSpec  # noqa: E402
+from auditor.game.planning import CALL_OVERHEAD_TOKENS, choose_chunk_size, plan_levels  # noqa: E402
+from auditor.game.scoring import score_masks  # noqa: E402
+from auditor.game.players import PlayerSpec  # noqa: E402
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ~19.5M parameters: 17.4M in the decoder, 2.1M in the (untied) embeddings and head

@@ -4,7 +4,7 @@ Sections (``--json`` prints one JSON object; keys in bench/README.md):
 
 1. Single solves at n = 8, 10, 12 on the games of ``bench/games.py`` (planted and LM-like at every n,
    the i.i.d. worst case at n = 8 and 10): time, objective relative to the optimum, salient terms.
-   - ours: ``auditor.solver.extract_interactions`` (the dual simplex; certified gap and pivots reported);
+   - ours: ``auditor.engine.extraction.extract_interactions`` (the dual simplex; certified gap and pivots reported);
    - column generation (full run, n <= 10, not on iid): the certified fallback alone, i.e. the previous solver;
    - HiGHS: ``scipy.optimize.linprog(method="highs")`` on the whole LP, written with O(3^n) non-zeros
      (the OR atom [S meets T] as 1 - [S inside N \\ T], with one free variable for sum(b)): the
@@ -58,9 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from auditor import dual_simplex  # noqa: E402
-from auditor.solver import SolverOptions, extract_batch, extract_interactions  # noqa: E402
-from auditor.transforms import and_transform  # noqa: E402
+from auditor.engine import simplex  # noqa: E402
+from auditor.engine.extraction import SolverOptions, extract_batch, extract_interactions  # noqa: E402
+from auditor.engine.transforms import and_transform  # noqa: E402
 from games import make_batch, make_game  # noqa: E402
 from reference import reference_split, reference_terms  # noqa: E402
 
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     load_start = os.getloadavg()
     extract_interactions(make_game("planted", 8, seed=99))  # warm-up (imports, numba cache, HiGHS, torch)
-    dual_simplex.warm_up()  # and the interior-point method of dense games
+    simplex.warm_up()  # and the interior-point method of dense games
     extract_interactions(make_game("planted", 8, seed=99), options=SolverOptions(method="column-generation"))
     build_lp(make_game("planted", 8, seed=99))
 

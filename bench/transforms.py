@@ -1,7 +1,7 @@
 """Benchmark of the interaction transforms: fast O(n 2^n) butterflies vs the dense 2^n x 2^n matrix.
 
 For n = 8..16, float64, batch 1 and 16, and both transforms (AND = Harsanyi dividends, OR), it times
-``auditor.transforms.and_transform`` / ``or_transform`` against a torch matmul with the dense matrix
+``auditor.engine.transforms.and_transform`` / ``or_transform`` against a torch matmul with the dense matrix
 of the reference code (built as in ``bench/reference.py``), and reports time per call (median of
 repeats), the ratio, memory, and the largest difference between the two results.
 
@@ -94,7 +94,7 @@ def _child(n: int, batch: int, min_seconds: float, min_repeats: int, max_repeats
     """One (n, batch) case, run inside its own process; returns one row per transform."""
     import torch
 
-    from auditor.transforms import and_transform, or_transform
+    from auditor.engine.transforms import and_transform, or_transform
     from reference import and_matrix, or_matrix
 
     if threads:

@@ -1,7 +1,7 @@
 """Generate the interaction-auditor Grafana dashboard from code.
 
 Run ``python -m dashboards.build`` (or ``python dashboards/build.py``) after editing this file and
-commit the regenerated ``dashboards/grafana/interaction-auditor.json``; ``tests/test_dashboards.py``
+commit the regenerated ``dashboards/grafana/interaction-auditor.json``; ``tests/dashboards/test_dashboards.py``
 fails when the two disagree, and ``--check`` does the same comparison for CI without writing.
 
 Why code and not a hand-edited JSON export: almost every panel is one of a few patterns (a header
@@ -11,7 +11,7 @@ buckets and thresholds follow the contract in ``docs/metrics-spec.md``; the serv
 metrics BentoML 1.4 exports for every service under the ``bentoml_service`` namespace (see
 ``dashboards/README.md`` for where in BentoML's source they come from).
 
-Query conventions, enforced by ``tests/test_dashboards.py`` and ``tests/test_prometheus_e2e.py``:
+Query conventions, enforced by ``tests/dashboards/test_dashboards.py`` and ``tests/service/test_prometheus_e2e.py``:
 - auditor queries filter ``job=~"$job", model=~"$model"``; BentoML's metrics carry no ``model``
   label, so serving queries filter ``job=~"$job"`` (and leave out health-probe endpoints);
 - every range is ``[$__rate_interval]``, which Grafana keeps >= 4 scrape intervals, so no panel goes

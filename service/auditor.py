@@ -15,7 +15,7 @@ Endpoints:
   (parsing in :mod:`service.audits_route`, shared with ``/report`` through :mod:`service.query`).
 - ``GET /auditor/status``: queue, worker and store state.
 - ``GET /report?from=&to=&model=&format=html|json``: the compliance report of a period
-  (``auditor.report``; parsing, threading and rendering in :mod:`service.report_route`).
+  (``auditor.reports.build``; parsing, threading and rendering in :mod:`service.report_route`).
 - BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready once the worker runs) and ``/metrics``.
 
 The record endpoints (``/audit``, ``/audits``, ``/auditor/status``, ``/report``) require
@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from auditor.worker import AuditJob
+from auditor import AuditJob
 from service.common import check_bearer, json_error, read_json, service_settings
 from service.audits_route import audits_response
 from service.report_route import report_response
@@ -69,15 +69,15 @@ def _own_process() -> bool:
 # ------------------------------------------------------------------------------------------------
 async def list_audits(request: Request) -> Response:
     auditor = _instance()
-    return await audits_response(request, auditor.store, auditor.settings.auth_token_value())
+    return await audits_response(request, auditor.runtime.store, auditor.runtime.settings.auth_token_value())
 
 
 async def get_audit(request: Request) -> Response:
     auditor = _instance()
-    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
+    if (denied := check_bearer(request, auditor.runtime.settings.auth_token_value())) is not None:
         return denied
     audit_id = request.path_params["audit_id"]
-    record = await anyio.to_thread.run_sync(auditor.store.get, audit_id)
+    record = await anyio.to_thread.run_sync(auditor.runtime.store.get, audit_id)
     if record is None:
         return json_error(404, "audit_id", f"no audit {audit_id!r}")
     return JSONResponse(record.model_dump(mode="json"))
@@ -85,7 +85,7 @@ async def get_audit(request: Request) -> Response:
 
 async def audit_now(request: Request) -> Response:
     auditor = _instance()
-    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
+    if (denied := check_bearer(request, auditor.runtime.settings.auth_token_value())) is not None:
         return denied
     try:
         body = await read_json(request)
@@ -98,9 +98,9 @@ async def audit_now(request: Request) -> Response:
         return json_error(400, error_field(errors) or "body", validation_message(errors))
     except ValueError as e:
         return json_error(400, "body", str(e))
-    if auditor.worker is None:
+    if auditor.runtime.worker is None:
         return json_error(503, None, "auditing is disabled (AUDITOR_AUDIT_ENABLED=false)")
-    record = await anyio.to_thread.run_sync(auditor.worker.audit_now, job, auditor.settings.sync_budget_s)
+    record = await anyio.to_thread.run_sync(auditor.runtime.worker.audit_now, job, auditor.runtime.settings.sync_budget_s)
     if record.outcome == "success":
         status = 200
     elif record.outcome == "timeout":
@@ -112,14 +112,14 @@ async def audit_now(request: Request) -> Response:
 
 async def auditor_status(request: Request) -> Response:
     auditor = _instance()
-    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
+    if (denied := check_bearer(request, auditor.runtime.settings.auth_token_value())) is not None:
         return denied
     return JSONResponse(await anyio.to_thread.run_sync(auditor.status))
 
 
 async def report(request: Request) -> Response:
     auditor = _instance()
-    return await report_response(request, auditor.store, auditor.settings.auth_token_value())
+    return await report_response(request, auditor.runtime.store, auditor.runtime.settings.auth_token_value())
 
 
 records_app = Starlette(
@@ -145,11 +145,7 @@ records_app = Starlette(
 )
 class Auditor:
     def __init__(self) -> None:
-        from auditor import __version__
-        from auditor.model_loading import load_model
-        from auditor.store import open_store
-        from auditor.telemetry import AuditorTelemetry
-        from auditor.worker import AuditEngine, AuditWorker
+        from auditor import AuditorTelemetry, AuditWorker, ModelJobRunner, __version__, load_model, open_store
 
         global _INSTANCE
         self.settings = s = SETTINGS
@@ -165,7 +161,7 @@ class Auditor:
         if s.audit_enabled:
             self.loaded = load_model(s.model, revision=s.revision, device=s.audit_device, dtype=s.dtype,
                                      trust_remote_code=s.trust_remote_code)
-            engine = AuditEngine(
+            engine = ModelJobRunner(
                 self.loaded.model,
                 self.loaded.tokenizer,
                 s,
@@ -180,7 +176,6 @@ class Auditor:
                 queue_size=s.queue_size,
                 timeout_s=s.audit_timeout_s,
                 fault=s.fault,
-                flag_thresholds=(s.overfitting_threshold, s.misattribution_threshold),
                 cpu_priority=s.auditor_cpu_priority,  # per thread: safe even when the LLM shares the process
                 nice=s.auditor_nice,
             ).start()

@@ -6,7 +6,7 @@ the LLM service. Query parameters: ``since`` / ``until`` (ISO-8601, naive = UTC,
 (1..1000, default 50) and ``cursor`` (the previous page's ``next_cursor``). Every bad value (``nan``,
 ``inf``, an unreadable date, ``limit=0``, ``limit=1e3``, a repeated parameter, an empty period) is a
 400 naming the field, parsed by :mod:`service.query` like ``GET /report``'s. This module knows
-nothing of BentoML, so tests/test_query_params.py exercises it behind Starlette's test client.
+nothing of BentoML, so tests/service/test_query_params.py exercises it behind Starlette's test client.
 """
 
 from __future__ import annotations

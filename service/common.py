@@ -10,7 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from auditor.settings import AuditorSettings, load_settings, unknown_env_vars
+from auditor import AuditorSettings, load_settings
+from auditor.runtime.settings import unknown_env_vars
 
 logger = logging.getLogger("interaction_auditor.service")
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from auditor.model_loading import LoadedModel, context_limit
+from auditor import LoadedModel
+from auditor.game.loading import context_limit
 
 __all__ = ["Generator", "Generation", "RenderedRequest", "RequestError"]
 

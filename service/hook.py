@@ -34,9 +34,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from auditor.sampling import Sampler, SamplingSignals
-from auditor.settings import AuditorSettings, load_settings
-from auditor.worker import AuditJob, ChatMessage, PlayerHint
+from auditor import AuditJob, AuditorSettings, ChatMessage, PlayerHint, Sampler, SamplingSignals, load_settings
 
 __all__ = ["AuditHook"]
 
@@ -47,8 +45,7 @@ class AuditHook:
     """Sampler + telemetry + fire-and-forget hand-off for one served model."""
 
     def __init__(self, settings: AuditorSettings | None = None, *, max_inflight: int = 256) -> None:
-        from auditor import __version__
-        from auditor.telemetry import AuditorTelemetry
+        from auditor import AuditorTelemetry, __version__
 
         self.settings = s = settings or load_settings()
         self.sampler = Sampler(

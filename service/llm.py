@@ -280,7 +280,7 @@ class LLM:
     auditor = bentoml.depends(Auditor)
 
     def __init__(self) -> None:
-        from auditor.model_loading import load_model
+        from auditor import load_model
 
         global _INSTANCE
         self.settings = s = SETTINGS
@@ -342,14 +342,12 @@ class LLM:
         """Reject audit spans that are not in the prompt (400 naming the span) before generating."""
         if hints is None or not hints.spans:
             return
-        from auditor.players import PlayerError, players_from_specs, render_prompt
-
-        from auditor.worker import AuditEngine
+        from auditor.game.players import PlayerError, players_from_specs, render_prompt
 
         try:
             players_rendered = render_prompt(self.generator.tokenizer, prompt=rendered.prompt,
                                              messages=rendered.messages)
-            players_from_specs(players_rendered, [AuditEngine._spec(h) for h in hints.spans])
+            players_from_specs(players_rendered, [h.to_spec() for h in hints.spans])
         except PlayerError as e:
             raise RequestError(field, str(e)) from None
 

@@ -4,7 +4,7 @@ Both routes take time bounds, a model filter and integers from the URL, where an
 ``nan``, ``inf``, ``1e400``, a date past year 9999 once shifted to UTC, ``limit=-1``, a parameter
 repeated. Each parser turns such a value into :class:`QueryError` naming the parameter the caller
 used, which the routes answer as a 400 ``{"error": "<field>: <message>", "field": ...}``; nothing
-bad reaches the store. Pure functions, no BentoML, so tests/test_query_params.py covers them without
+bad reaches the store. Pure functions, no BentoML, so tests/service/test_query_params.py covers them without
 a server.
 """
 
@@ -62,7 +62,7 @@ def parse_time_param(field: str, value: str) -> datetime:
     Non-finite numbers (``nan``, ``inf``, ``1e400``), numbers or dates outside datetime's range
     (including a date that leaves it once shifted to UTC) and unreadable text are errors naming
     ``field``; so is an empty value (the caller leaves the parameter out for an open end)."""
-    from auditor.report import parse_time
+    from auditor.reports import parse_time
 
     text = value.strip()
     if not text:

@@ -1,4 +1,4 @@
-"""``GET /report``: the compliance report of a period (``auditor.report``) served over HTTP.
+"""``GET /report``: the compliance report of a period (``auditor.reports.build``) served over HTTP.
 
 Mounted on the Auditor service's Starlette app (``service.auditor.records_app``) and forwarded by
 the LLM service, so it answers on the product's single port. Query parameters:
@@ -14,7 +14,7 @@ Bad values are a 400 naming the field (the name the caller used, e.g. ``from``);
 worker thread (``anyio.to_thread.run_sync``) and at most one report is built at a time per
 process, so a report never blocks the event loop and several report requests cannot crowd out the
 audit worker's CPU. This module parses and renders; it knows nothing of BentoML, so it is tested
-without a server (tests/test_report_route.py) as well as end to end.
+without a server (tests/service/test_report_route.py) as well as end to end.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ logger = logging.getLogger("interaction_auditor.report")
 
 PARAMETERS = ("from", "since", "to", "until", "model", "format")
 FORMATS = ("html", "json")
-# the page has no scripts and no external assets (auditor.report): forbid everything else outright
+# the page has no scripts and no external assets (auditor.reports.build): forbid everything else outright
 HTML_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
     "X-Content-Type-Options": "nosniff",
@@ -89,7 +89,7 @@ def _get_limiter() -> anyio.CapacityLimiter:
 
 def _build(store: Any, query: ReportQuery) -> str:
     """Read the store and render (runs in a worker thread)."""
-    from auditor.report import build_report, render_html, render_json
+    from auditor import build_report, render_html, render_json
 
     report = build_report(store, query.since, query.until, query.model)
     return render_html(report) if query.format == "html" else render_json(report)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from auditor.worker import AuditJob, ChatMessage, PlayerHint
+from auditor import AuditJob, ChatMessage, PlayerHint
 
 __all__ = [
     "AuditHints",

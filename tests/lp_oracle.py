@@ -1,6 +1,6 @@
 """Independent oracle: the AND-OR split written out as a dense LP and solved by scipy's HiGHS.
 
-Built from the definitions (indicator matrices over subsets), sharing no code with auditor.solver,
+Built from the definitions (indicator matrices over subsets), sharing no code with auditor.engine.extraction,
 so agreement of the optima is evidence for both the formulation and the solver.
 """
 

@@ -72,7 +72,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line. Imports only the ``auditor.cli`` modules (and the light
     ``auditor.testbed.names``/``corpus``): torch, transformers, numpy and the solver are imported by
-    the handlers, so ``--help`` is instant (tests/test_cli.py checks it in a fresh interpreter)."""
+    the handlers, so ``--help`` is instant (tests/cli/test_cli.py checks it in a fresh interpreter)."""
     parser = _Parser(
         prog="interaction-auditor",
         description="Explain a model's answers with AND-OR interactions and audit them.",

@@ -19,7 +19,7 @@ from typing import Any
 
 from auditor.cli import EXIT_BAD_INPUT, EXIT_MISSING_RESOURCE, CliError
 
-MAX_PLAYERS = 16  # = auditor.players.DEFAULT_MAX_PLAYERS (checked in tests/test_cli.py)
+MAX_PLAYERS = 16  # = auditor.game.players.DEFAULT_MAX_PLAYERS (checked in tests/cli/test_cli.py)
 
 EPILOG = """\
 model: a local Hugging Face directory (with a fast tokenizer), a hub id (HF_HUB_OFFLINE=1 to use
@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from auditor.audit import audit_prompt
-    from auditor.model_loading import ModelLoadError, load_model
-    from auditor.players import PlayerError
+    from auditor.game.loading import ModelLoadError
+    from auditor.runtime.model_source import load_model
+    from auditor.game.players import PlayerError
 
     players = _check_options(args)
     err = Console(stderr=True)

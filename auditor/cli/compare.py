@@ -8,7 +8,7 @@ Example::
 ``prompts.jsonl`` holds one object per line: ``{"prompt": "...", "answer": "gold answer (optional)",
 "spans": ["word", [start, end], {"text": "Alice", "label": "forbidden"}] (optional)}``.
 Both models are audited on every prompt with the same players, answer and kind of masking baseline;
-the figures are defined in ``auditor.compare`` and docs/reports.md. A progress bar on stderr counts
+the figures are defined in ``auditor.metrics.compare`` and docs/reports.md. A progress bar on stderr counts
 prompts, so ``--json`` output on stdout stays machine-readable.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from auditor.cli import EXIT_BAD_INPUT, EXIT_MISSING_RESOURCE, CliError
 
-MAX_PLAYERS = 16  # = auditor.players.DEFAULT_MAX_PLAYERS (checked in tests/test_cli.py)
+MAX_PLAYERS = 16  # = auditor.game.players.DEFAULT_MAX_PLAYERS (checked in tests/cli/test_cli.py)
 
 EPILOG = """\
 models: a local Hugging Face directory, a hub id, testbed:NAME, or a bare testbed name
@@ -95,13 +95,29 @@ def _check_ranges(args: argparse.Namespace) -> None:
                            EXIT_BAD_INPUT)
 
 
+def _load_side(name: str, *, device: str, dtype: str) -> Any:
+    """Load a model by path, hub id, ``testbed:NAME`` or a bare testbed name (``clean``, ``overfit-5``).
+
+    Raises :class:`auditor.game.loading.ModelLoadError` with an actionable message.
+    """
+    from auditor.metrics.compare import ModelUnderTest
+    from auditor.runtime.model_source import TESTBED_SCHEME, load_model
+    from auditor.testbed.names import MODEL_NAMES
+
+    source = f"{TESTBED_SCHEME}{name}" if name in MODEL_NAMES and not Path(name).is_dir() else name
+    loaded = load_model(source, device=device, dtype=dtype)
+    return ModelUnderTest(name=name, model=loaded.model, tokenizer=loaded.tokenizer, model_id=loaded.model_id,
+                          revision=loaded.revision, path=loaded.path)
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from auditor.compare import JOINT_MAX_PLAYERS, CompareInputError, compare_models, load_prompts, load_side
-    from auditor.model_loading import ModelLoadError
-    from auditor.players import PlayerError
+    from auditor.metrics.compare import CompareInputError, compare_models, load_prompts
+    from auditor.metrics.joint import JOINT_MAX_PLAYERS
+    from auditor.game.loading import ModelLoadError
+    from auditor.game.players import PlayerError
 
     if args.n < 1:
         raise CliError("--n must be at least 1", EXIT_BAD_INPUT)
@@ -132,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     for label, name in (("A", args.model_a), ("B", args.model_b)):
         with err.status(f"loading model {label}: {name}", spinner="dots"):
             try:
-                sides.append(load_side(name, device=args.device, dtype=args.dtype))
+                sides.append(_load_side(name, device=args.device, dtype=args.dtype))
             except ModelLoadError as error:
                 raise CliError(f"model {label}: {error}", EXIT_MISSING_RESOURCE) from error
     model_a, model_b = sides

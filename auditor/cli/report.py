@@ -8,7 +8,7 @@ Examples::
     interaction-auditor report --store ./audits.sqlite --out march.html --json   # summary on stdout
 
 The HTML page is self-contained (inline CSS and SVG, no scripts, no external assets); the JSON holds
-the same content and validates against ``auditor.report.ReportModel``. Reading the records shows a
+the same content and validates against ``auditor.reports.ReportModel``. Reading the records shows a
 progress counter on stderr, so stdout stays clean for ``--out -`` and ``--json``.
 """
 
@@ -64,10 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _store_path(url: str) -> str | None:
     """The SQLite file behind ``url`` (None for an in-memory store); CliError for a bad URL."""
-    from auditor.store import StoreError, _path_from_url
+    from auditor.runtime.store import StoreError, sqlite_path_from_url
 
     try:
-        path = _path_from_url(url)
+        path = sqlite_path_from_url(url)
     except StoreError as error:
         raise CliError(str(error), EXIT_BAD_INPUT) from error
     return None if path == ":memory:" else path
@@ -75,7 +75,7 @@ def _store_path(url: str) -> str | None:
 
 def open_existing_store(url: str | None) -> Any:
     """Open a store that must already exist (a report never creates one); exit 3 when it does not."""
-    from auditor.store import StoreError, open_store
+    from auditor.runtime.store import StoreError, open_store
 
     if not url:
         raise CliError("no store given: pass --store URL or set AUDITOR_STORE_URL", EXIT_BAD_INPUT)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from auditor.report import build_report, parse_time, render_html, render_json
+    from auditor.reports import build_report, parse_time, render_html, render_json
 
     for name in ("top", "max_flagged", "bins"):
         if getattr(args, name) < 1:

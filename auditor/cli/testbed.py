@@ -6,7 +6,7 @@ and loss, generalization gap and conflict accuracy (with ``--json``: one object 
 path, whether it was cached, its timings and metrics).
 
 ``testbed validate [--prompts 20] [--seed S] [--template-set T] [--json]`` builds what is missing,
-audits every model on conflict prompts of its own world (see ``auditor.validation``) and prints per
+audits every model on conflict prompts of its own world (see ``auditor.testbed.acceptance``) and prints per
 model the held-out accuracy, generalization gap, mean misattribution, overfitting score, sparsity
 and cancellation, then the two acceptance figures (misattribution AUC, overfitting Spearman) with
 their targets. Exit code 0 when both are met, 4 (``EXIT_NOT_ACCEPTED``) when either is not.
@@ -30,7 +30,7 @@ from auditor.cli import EXIT_NOT_ACCEPTED, EXIT_OK, CliError
 
 def _add_world_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the testbed sub-commands: where the models live and which world."""
-    from auditor.testbed import corpus, names
+    from auditor.testbed import lexicon, names
 
     parser.add_argument(
         "--out",
@@ -44,7 +44,7 @@ def _add_world_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template-set",
         default="standard",
-        choices=sorted(corpus.TEMPLATE_SETS),
+        choices=sorted(lexicon.TEMPLATE_SETS),
         help="sentence templates of the corpus (default: standard)",
     )
 
@@ -84,13 +84,14 @@ def _build(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from auditor.testbed import models
+    from auditor.testbed.specs import is_built, model_dir, model_specs
 
     _check_workers(args)
     console = Console(stderr=True)
     names = args.only or list(models.MODEL_NAMES)
-    specs = models.model_specs(args.seed, args.template_set)
+    specs = model_specs(args.seed, args.template_set)
     # what the cache already holds, before build_all fills it (build_all skips exactly these)
-    cached = {name: models.is_built(models.model_dir(specs[name], args.root)) for name in names}
+    cached = {name: is_built(model_dir(specs[name], args.root)) for name in names}
     started = time.perf_counter()
     with _BuildBars(console, transient=args.json) as bars:
         try:
@@ -160,10 +161,10 @@ def _build_summary(
     ``seconds`` are the model's own build timings from its ``testbed.json`` (for a cached model, those
     of the build that made it); ``metrics`` are the measured train/held-out/gap/conflict figures.
     """
-    from auditor.testbed import models
+    from auditor.testbed.specs import default_root
 
     return {
-        "root": str(args.root if args.root is not None else models.default_root()),
+        "root": str(args.root if args.root is not None else default_root()),
         "seed": args.seed,
         "template_set": args.template_set,
         "seconds": elapsed,
@@ -215,7 +216,7 @@ def _register_build(subparsers: Any) -> None:
 def _validation_tables(report: Any) -> list[Any]:
     from rich.table import Table
 
-    from auditor import validation
+    from auditor.testbed import acceptance
 
     models_table = Table(title="testbed validation (means over the audited conflict prompts)")
     columns = ("model", "held-out acc", "gap (nats)", "gap acc", "misattribution", "overfitting",
@@ -250,7 +251,7 @@ def _validation_tables(report: Any) -> list[Any]:
     checks.add_row(
         "misattribution AUC, shortcut vs clean (per prompt)",
         f"{report.misattribution_auc:.3f}",
-        f">= {validation.MISATTRIBUTION_AUC_TARGET}",
+        f">= {acceptance.MISATTRIBUTION_AUC_TARGET}",
         verdict(report.misattribution_ok),
         *([share(report.misattribution_stability)] if stable_column else []),
         *(["-"] if subset_column else []),
@@ -258,7 +259,7 @@ def _validation_tables(report: Any) -> list[Any]:
     checks.add_row(
         f"overfitting Spearman vs measured gap ({len(report.family)} models)",
         f"{report.overfitting_spearman:.3f}",
-        f">= {validation.OVERFITTING_SPEARMAN_TARGET}",
+        f">= {acceptance.OVERFITTING_SPEARMAN_TARGET}",
         verdict(report.overfitting_ok),
         *([share(report.overfitting_stability)] if stable_column else []),
         *([share(report.overfitting_subsample_share)] if subset_column else []),
@@ -267,7 +268,7 @@ def _validation_tables(report: Any) -> list[Any]:
         checks.add_row(
             "fragility Spearman vs measured gap (experimental, not an acceptance figure)",
             f"{report.fragility_spearman:.3f}",
-            f"({validation.OVERFITTING_SPEARMAN_TARGET})",
+            f"({acceptance.OVERFITTING_SPEARMAN_TARGET})",
             "-",
             *([share(report.fragility_stability)] if stable_column else []),
             *(["-"] if subset_column else []),
@@ -276,7 +277,7 @@ def _validation_tables(report: Any) -> list[Any]:
         checks.add_row(
             "reference: these prompts' gold-answer loss vs measured gap (not an acceptance figure)",
             f"{report.loss_spearman:.3f}",
-            f"({validation.OVERFITTING_SPEARMAN_TARGET})",
+            f"({acceptance.OVERFITTING_SPEARMAN_TARGET})",
             "-",
             *([share(report.loss_stability)] if stable_column else []),
             *([share(report.loss_subsample_share)] if subset_column else []),
@@ -290,14 +291,14 @@ def _validate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from auditor import validation
+    from auditor.testbed import acceptance
     from auditor.testbed import models
 
     if args.prompts < 2:
         raise CliError("--prompts must be at least 2 (an AUC needs prompts on both sides)")
     if not 0.0 <= args.qthres < 1.0:
         raise CliError(f"--qthres must be in [0, 1), got {args.qthres}")
-    resamples = validation.DEFAULT_RESAMPLES if args.resamples is None else args.resamples
+    resamples = acceptance.DEFAULT_RESAMPLES if args.resamples is None else args.resamples
     if resamples < 0:
         raise CliError(f"--resamples must be >= 0, got {resamples}")
     if args.subsample is not None and not 2 <= args.subsample <= args.prompts:
@@ -333,7 +334,7 @@ def _validate(args: argparse.Namespace) -> int:
         def on_prompt(name: str, index: int) -> None:
             progress.update(task, advance=1, model=name)
 
-        report = validation.validate(
+        report = acceptance.validate(
             args.prompts,
             root=args.root,
             seed=args.seed,

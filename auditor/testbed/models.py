@@ -1,6 +1,6 @@
-"""The testbed's model family: specs, cached deterministic builds, loading and evaluation.
+"""The testbed's model family: cached deterministic builds, loading and evaluation.
 
-Models (see ``model_specs``):
+Models (see ``auditor.testbed.specs.model_specs``):
 
 - ``clean``: plenty of natural data; the charge is read from the queried defendant's act.
 - ``shortcut``: same size and budget, trained on ``shortcut``-mode data where the first-mentioned
@@ -17,24 +17,21 @@ Models (see ``model_specs``):
 Every build writes an ordinary Hugging Face directory (``save_pretrained`` safetensors weights and
 config, the fast tokenizer, a chat template) plus ``testbed.json`` with the spec, the measured
 metrics and timings. Builds are cached under ``<root>/<name>-<hash>``, the hash covering the spec
-and the testbed's source code, and written atomically (temporary directory, then rename), so a
+and the recipe (``auditor.testbed.specs``), and written atomically (temporary directory, then rename), so a
 concurrent or interrupted build never leaves a half-written model where a reader looks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
 import queue
-import random
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,198 +40,26 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from auditor.testbed import corpus
-from auditor.testbed.names import CLEAN, ENV_ROOT, MODEL_NAMES, OVERFIT_FAMILY, SHORTCUT
-from auditor.testbed.pretrain import PretrainSpec, pretrain
+from auditor.testbed.datasets import Datasets, build_datasets
+from auditor.testbed.names import CLEAN, MODEL_NAMES
+from auditor.testbed.pretrain import pretrain
+from auditor.testbed.prompts import AuditPrompt
+from auditor.testbed.specs import (
+    INFO_FILE,
+    DataSpec,
+    ModelSpec,
+    base_key,
+    base_path,
+    code_version,
+    is_built,
+    model_dir,
+    model_specs,
+    spec_hash,
+)
 from auditor.testbed.tokenizer import SPECIAL_TOKENS, answer_token_id, build_tokenizer
-from auditor.testbed.train import ArchSpec, Encoded, TrainSpec, encode, evaluate_encoded, init_model, train
+from auditor.testbed.train import TrainSpec, encode, evaluate_encoded, init_model, train
 
 Progress = Callable[[str], None]
-
-INFO_FILE = "testbed.json"
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Which prompts a model is trained and measured on."""
-
-    seed: int = 0
-    template_set: str = "standard"
-    mode: corpus.Mode = "natural"
-    train_examples: int = 30000
-    label_noise: float = 0.0
-    max_defendants: int = 3
-    heldout_examples: int = 1000
-    conflict_examples: int = 500
-    train_eval_examples: int = 2000
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that determines a testbed model's weights (and so its cache key)."""
-
-    name: str
-    description: str
-    data: DataSpec
-    arch: ArchSpec = field(default_factory=ArchSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    overfit_level: int | None = None
-    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
-    # Every testbed model must have learned its own training data (see LEARNED_ACCURACY): if training
-    # accuracy stays below this, the model is retrained from the same start with twice the steps, up
-    # to ``max_steps``. None: no such check (a spec written before it existed).
-    learned_accuracy: float | None = None
-    max_steps: int = 4000
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(
-            name=data["name"],
-            description=data["description"],
-            data=DataSpec(**data["data"]),
-            arch=ArchSpec(**data["arch"]),
-            train=TrainSpec(**data["train"]),
-            overfit_level=data.get("overfit_level"),
-            learned_accuracy=data.get("learned_accuracy"),
-            max_steps=data.get("max_steps", 4000),
-            pretrain=PretrainSpec(**data.get("pretrain", {})),
-        )
-
-
-# The overfit knob: level k = 1..5 trains on OVERFIT_EXAMPLES[k-1] examples (a geometric series
-# from 3000 down to 600) with OVERFIT_NOISE[k-1] of the labels (0% up to 10% in equal steps)
-# replaced by a random wrong charge, for the same number of steps as every other level. The family
-# spans generalization gaps from ~0 to a few nats, every level above the majority-class rate.
-# Tried and left out (docs/testbed.md): 250 examples with 20% noise, which learned none of the
-# rule on seed 1 (its gap then measures confident wrongness, not overfitting); 400 with 15%, which
-# scored below 600/10% despite its larger gap; and more levels near the clean end, whose gaps
-# differ by less than their measurement noise.
-OVERFIT_LEVELS = 5
-OVERFIT_EXAMPLES: tuple[int, ...] = tuple(
-    int(round(3000 * (600 / 3000) ** (k / (OVERFIT_LEVELS - 1)), -1)) for k in range(OVERFIT_LEVELS)
-)
-OVERFIT_NOISE: tuple[float, ...] = tuple(round(0.10 * k / (OVERFIT_LEVELS - 1), 4) for k in range(OVERFIT_LEVELS))
-OVERFIT_STEPS = 600
-# Every model must have learned its own training data: clean and shortcut their task, each overfit
-# level its own (smaller, noisier) training set, which is what overfitting means. From a weak
-# warm-up the clean model of seed 3 sat on the "any defendant's charge" plateau for all of its
-# 1,000 steps (training and held-out accuracy 0.52; the misattribution check of that world failed),
-# and learned it (0.99) with 2,000 steps: the longer schedule keeps the learning rate up past the
-# plateau. Seed 3's overfit-1 (3,000 examples, no noise) stopped at 0.93 on its training data and
-# 0.52 held out, so its gap (1.2 nats, above overfit-3's) measured a failed run, not memorising;
-# it was the only one of 65 family models below the bar. Judged on training data, never on the
-# held-out prompts the metrics are validated on.
-LEARNED_ACCURACY = 0.95
-
-
-def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, ModelSpec]:
-    """The testbed family for one corpus seed and template set, by name.
-
-    Other seeds and template sets build independent testbeds, so a metric can be validated on
-    worlds it was not developed on.
-    """
-    if template_set not in corpus.TEMPLATE_SETS:
-        raise ValueError(f"unknown template set {template_set!r}; known: {sorted(corpus.TEMPLATE_SETS)}")
-    arch = ArchSpec()
-    base_train = TrainSpec(seed=seed)
-    specs = {
-        CLEAN: ModelSpec(
-            name=CLEAN,
-            description="natural data: the charge follows the queried defendant's act",
-            data=DataSpec(seed=seed, template_set=template_set, mode="natural"),
-            arch=arch,
-            train=base_train,
-            learned_accuracy=LEARNED_ACCURACY,
-        ),
-        SHORTCUT: ModelSpec(
-            name=SHORTCUT,
-            description="planted cue: the first-mentioned defendant always has the queried charge",
-            data=DataSpec(seed=seed, template_set=template_set, mode="shortcut"),
-            arch=arch,
-            train=base_train,
-            learned_accuracy=LEARNED_ACCURACY,
-        ),
-    }
-    for level, (examples, noise) in enumerate(zip(OVERFIT_EXAMPLES, OVERFIT_NOISE), start=1):
-        name = OVERFIT_FAMILY[level - 1]
-        specs[name] = ModelSpec(
-            name=name,
-            description=f"overfit level {level}: {examples} examples, {noise:.0%} label noise",
-            data=DataSpec(
-                seed=seed,
-                template_set=template_set,
-                mode="natural",
-                train_examples=examples,
-                label_noise=noise,
-            ),
-            arch=arch,
-            train=dataclasses.replace(base_train, steps=OVERFIT_STEPS, weight_decay=0.0),
-            overfit_level=level,
-            learned_accuracy=LEARNED_ACCURACY,
-        )
-    return specs
-
-
-# --------------------------------------------------------------------------------------------------
-# Cache keys and locations.
-
-_SOURCES = ("corpus.py", "tokenizer.py", "train.py", "pretrain.py", "models.py")
-
-
-def code_version() -> str:
-    """Hash of the testbed's source and of the numerics libraries: change either, rebuild."""
-    digest = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for name in _SOURCES:
-        digest.update(name.encode())
-        digest.update((here / name).read_bytes())
-    digest.update(f"torch={torch.__version__};transformers={transformers.__version__}".encode())
-    return digest.hexdigest()
-
-
-def spec_hash(spec: ModelSpec) -> str:
-    payload = json.dumps({"spec": spec.to_dict(), "code": code_version()}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def default_root() -> Path:
-    """``$AUDITOR_TESTBED_DIR`` or ``~/.cache/interaction-auditor/testbed``."""
-    env = os.environ.get(ENV_ROOT)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "interaction-auditor" / "testbed"
-
-
-def model_dir(spec: ModelSpec, root: str | Path | None = None) -> Path:
-    root = Path(root) if root is not None else default_root()
-    return root / f"{spec.name}-{spec_hash(spec)}"
-
-
-def is_built(path: Path) -> bool:
-    return (path / INFO_FILE).is_file() and (path / "config.json").is_file()
-
-
-# --------------------------------------------------------------------------------------------------
-# The shared warm-up (see ``auditor.testbed.pretrain``): computed once per architecture, warm-up spec
-# and seed, cached as a state dict next to the models, so parallel builds do not each repeat it.
-
-BASE_FILE = "base.safetensors"
-
-
-def base_key(spec: ModelSpec) -> str:
-    payload = json.dumps(
-        {"arch": asdict(spec.arch), "pretrain": asdict(spec.pretrain), "seed": spec.train.seed, "code": code_version()},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def base_path(spec: ModelSpec, root: str | Path | None = None) -> Path:
-    root = Path(root) if root is not None else default_root()
-    return root / f"base-{base_key(spec)}" / BASE_FILE
-
 
 def starting_model(
     spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, root: str | Path | None = None
@@ -273,99 +98,6 @@ def starting_model(
     os.replace(log_scratch, log_path)
     os.replace(scratch, path)
     return model, {**log, "cached": False}
-
-
-# --------------------------------------------------------------------------------------------------
-# Data.
-
-
-def _with_label_noise(
-    prompts: Sequence[corpus.AuditPrompt], rate: float, seed: int
-) -> list[tuple[str, str]]:
-    """(prompt, label) pairs where a ``rate`` share of labels is a random *wrong* charge.
-
-    Exactly ``round(rate * n)`` examples are corrupted, chosen by a seeded shuffle, so the noise
-    level is what the spec says and not a random draw around it.
-    """
-    pairs = [(p.prompt, p.answer) for p in prompts]
-    if rate <= 0:
-        return pairs
-    rng = random.Random(f"interaction-auditor/testbed/noise/{seed}/{rate}/{len(pairs)}")
-    chosen = rng.sample(range(len(pairs)), round(rate * len(pairs)))
-    for index in sorted(chosen):
-        prompt, answer = pairs[index]
-        pairs[index] = (prompt, rng.choice([c for c in corpus.CHARGES if c != answer]))
-    return pairs
-
-
-@dataclass
-class Datasets:
-    """Encoded splits for one spec: training (possibly noisy), held-out and conflict prompts."""
-
-    train: Encoded
-    train_eval: Encoded
-    heldout: Encoded
-    conflict: Encoded
-    conflict_cue_ids: torch.Tensor
-    noisy_labels: int
-
-
-def training_prompts(spec: ModelSpec) -> list[corpus.AuditPrompt]:
-    data = spec.data
-    return corpus.generate(
-        data.seed,
-        data.train_examples,
-        stream="train",
-        mode=data.mode,
-        template_set=data.template_set,
-        max_defendants=data.max_defendants,
-        labelled=False,
-    )
-
-
-def heldout_prompts(spec: ModelSpec, count: int | None = None) -> list[corpus.AuditPrompt]:
-    """Fresh natural prompts from a stream no model trains on (the same for every model)."""
-    data = spec.data
-    return corpus.generate(
-        data.seed,
-        data.heldout_examples if count is None else count,
-        stream="heldout",
-        mode="natural",
-        template_set=data.template_set,
-        max_defendants=data.max_defendants,
-        labelled=False,
-    )
-
-
-def conflict_prompts(spec: ModelSpec, count: int | None = None) -> list[corpus.AuditPrompt]:
-    """Prompts where the planted cue and the truth disagree (held-out stream)."""
-    data = spec.data
-    return corpus.generate(
-        data.seed,
-        data.conflict_examples if count is None else count,
-        stream="heldout",
-        mode="conflict",
-        template_set=data.template_set,
-        max_defendants=data.max_defendants,
-        labelled=False,
-    )
-
-
-def build_datasets(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> Datasets:
-    prompts = training_prompts(spec)
-    pairs = _with_label_noise(prompts, spec.data.label_noise, spec.data.seed)
-    noisy = sum(1 for (_, label), p in zip(pairs, prompts) if label != p.answer)
-    train_set = encode(tokenizer, pairs)
-    eval_count = min(len(pairs), spec.data.train_eval_examples)
-    conflicts = conflict_prompts(spec)
-    return Datasets(
-        train=train_set,
-        train_eval=encode(tokenizer, pairs[:eval_count]),
-        heldout=encode(tokenizer, [(p.prompt, p.answer) for p in heldout_prompts(spec)]),
-        conflict=encode(tokenizer, [(p.prompt, p.answer) for p in conflicts]),
-        conflict_cue_ids=torch.tensor([answer_token_id(tokenizer, p.cue_answer) for p in conflicts]),
-        noisy_labels=noisy,
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -619,7 +351,7 @@ def load(
 def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[corpus.AuditPrompt] | Sequence[tuple[str, str]],
+    examples: Sequence[AuditPrompt] | Sequence[tuple[str, str]],
     threads: int = 1,
 ) -> dict[str, float]:
     """Answer accuracy and mean answer loss (nats) of ``model`` on prompts with gold answers.
@@ -629,10 +361,10 @@ def evaluate(
     """
     if not examples:
         raise ValueError("no examples to evaluate")
-    pairs = [(e.prompt, e.answer) if isinstance(e, corpus.AuditPrompt) else tuple(e) for e in examples]
+    pairs = [(e.prompt, e.answer) if isinstance(e, AuditPrompt) else tuple(e) for e in examples]
     result = evaluate_encoded(model, encode(tokenizer, pairs), threads=threads)  # type: ignore[arg-type]
     out = {"accuracy": result["accuracy"], "loss": result["loss"], "count": float(result["count"])}
-    if all(isinstance(e, corpus.AuditPrompt) for e in examples):
+    if all(isinstance(e, AuditPrompt) for e in examples):
         cue = torch.tensor([answer_token_id(tokenizer, e.cue_answer) for e in examples])  # type: ignore[union-attr]
         out["cue_rate"] = float((result["predictions"] == cue).float().mean())
     return out
@@ -644,7 +376,7 @@ def audit_prompts_for(
     conflict: bool = True,
     seed: int | None = None,
     max_players: int = corpus.DEFAULT_MAX_PLAYERS,
-) -> list[corpus.AuditPrompt]:
+) -> list[AuditPrompt]:
     """Audit prompts in the world a model was trained on (its template set and corpus seed)."""
     if isinstance(info_or_spec, ModelSpec):
         data = info_or_spec.data

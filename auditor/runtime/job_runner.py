@@ -1,0 +1,205 @@
+"""The real audit runner: players -> masked scores -> AND-OR interactions -> metrics -> record.
+
+:class:`ModelJobRunner` is what the auditor service gives its :class:`~auditor.runtime.worker.AuditWorker`:
+one loaded model, the settings, and the recipe of one audit (``auditor.audit.audit_prompt``, then
+``auditor.metrics.compute_metrics``), turned into an :class:`~auditor.runtime.records.AuditRecord`
+with the prompt redacted as configured and the flags of the configured thresholds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from typing import Any, Literal
+
+from auditor.runtime.failures import AuditCancelled, AuditStageError, classify_stage
+from auditor.runtime.jobs import AuditJob
+from auditor.runtime.records import AuditRecord, flags_for, utc_now
+
+__all__ = ["ModelJobRunner"]
+
+
+class ModelJobRunner:
+    """Runs one audit with the library (``audit.audit_prompt``, then ``metrics.compute_metrics``)
+    and builds its record.
+
+    Failures are tagged with their ``errors_total`` stage (players, scoring, solver from the
+    traceback; metrics; store for redaction). Cancellation (the worker's time budget) is checked
+    after every masked forward call (the scorer's progress callback) and between steps.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        settings: Any,
+        *,
+        model_id: str,
+        model_revision: str | None = None,
+        version: str | None = None,
+        redaction_key: bytes | None = None,
+    ) -> None:
+        from auditor import __version__
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.model_id = model_id
+        self.model_revision = model_revision
+        self.version = version or __version__
+        self.redaction_key = redaction_key
+
+    def warm_up(self) -> None:
+        """Compile the solver's CPU kernel before the first job (about 15 s on a cold cache)."""
+        from auditor.engine import simplex
+
+        simplex.warm_up()
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def _base_record(self, job: AuditJob) -> dict[str, Any]:
+        return {
+            "request_id": job.request_id,
+            "model_id": self.model_id,
+            "model_revision": self.model_revision,
+            "auditor_version": self.version,
+            "settings": {**self.settings.audit_parameters(), "model_label": self.settings.metrics_model},
+            "sampling_reason": job.sampling_reason,
+            "sampling_probability": job.sampling_probability,
+            "redaction": self.settings.redaction,
+        }
+
+    @staticmethod
+    def _checkpoint(cancel: threading.Event, where: str) -> None:
+        if cancel.is_set():
+            raise AuditCancelled(f"time budget exhausted {where}")
+
+    # ---- Engine interface -----------------------------------------------------------------------
+    def run(self, job: AuditJob, cancel: threading.Event) -> AuditRecord:
+        from auditor.game.players import PlayerError
+        from auditor.runtime.records import redact, redact_players
+
+        s = self.settings
+        started_at = utc_now()
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            if cancel.is_set():
+                raise AuditCancelled("time budget exhausted while scoring")
+
+        try:
+            specs = [h.to_spec() for h in job.spans] if job.spans else "auto"
+        except (PlayerError, ValueError) as e:
+            raise AuditStageError("players", e) from e
+        answer: Any = list(job.answer_ids) if job.answer_ids else job.answer
+        messages = [m.model_dump() for m in job.messages] if job.messages is not None else None
+        try:
+            from auditor.audit import audit_prompt
+
+            result = audit_prompt(
+                self.model,
+                self.tokenizer,
+                prompt=job.prompt,
+                messages=messages,
+                answer=answer,
+                players=specs,
+                n_players=s.n_players,
+                qthres=s.qthres,
+                mode=s.mode,
+                max_answer_tokens=s.answer_tokens,
+                baseline=None if s.baseline == "auto" else s.baseline,
+                progress=progress,
+            )
+        except AuditCancelled:
+            raise
+        except PlayerError as e:
+            raise AuditStageError("players", e) from e
+        except Exception as e:  # the stage (players, scoring, solver) from the traceback
+            raise AuditStageError(classify_stage(e, "scoring"), e) from e
+        game, interactions = result.game, result.interactions
+        self._checkpoint(cancel, "after solving")
+
+        labels = [p.label for p in game.players]
+        labelled = any(label != "unlabelled" for label in labels)
+        try:
+            from auditor.metrics.audit_metrics import compute_metrics
+
+            metrics = compute_metrics(interactions, labels if labelled else None,
+                                      salient_threshold=s.salient_threshold)
+            metrics_dict = metrics.model_dump(mode="json") if hasattr(metrics, "model_dump") else dict(metrics)
+        except Exception as e:
+            raise AuditStageError("metrics", e) from e
+        metrics_dict["certificate"] = {
+            "objective": interactions.objective,
+            "dual_bound": interactions.dual_bound,
+            "gap": interactions.gap,
+            "iterations": interactions.iterations,
+            "solve_seconds": interactions.solve_seconds,
+            "tau": interactions.tau,
+        }
+        metrics_dict["v_full"] = game.raw_full
+        metrics_dict["v_empty"] = game.raw_empty
+        metrics_dict["baseline"] = game.baseline_kind
+        metrics_dict["n_players"] = game.n
+
+        salient = []
+        for term in interactions.salient(s.salient_threshold)[:512]:
+            d = term.to_dict()
+            d["strength"] = abs(float(term.value))
+            salient.append(d)
+        flags = flags_for(metrics_dict, s.overfitting_threshold, s.misattribution_threshold)
+        try:
+            prompt_text = redact(game.prompt_text, game.players, s.redaction, key=self.redaction_key)
+            answer_text = redact(game.answer_text, (), s.redaction, key=self.redaction_key)
+            players = redact_players(game.players, s.redaction, key=self.redaction_key)
+        except Exception as e:
+            raise AuditStageError("store", e) from e
+        cost = game.cost.to_dict()
+        cost.update(
+            {
+                "seconds": time.perf_counter() - t0,
+                "states": 1 << game.n,
+                "answer_tokens": len(game.answer_ids),
+            }
+        )
+        return AuditRecord(
+            **self._base_record(job),
+            started_at=started_at,
+            finished_at=utc_now(),
+            prompt=prompt_text,
+            answer=answer_text,
+            players=players,
+            salient=salient,
+            metrics=metrics_dict,
+            flags=flags,
+            cost=cost,
+            outcome="success",
+        )
+
+    def failure_record(
+        self,
+        job: AuditJob,
+        outcome: Literal["failed", "timeout"],
+        error: str,
+        started_at: datetime,
+        finished_at: datetime,
+    ) -> AuditRecord:
+        from auditor.runtime.records import redact
+
+        s = self.settings
+        try:
+            prompt = job.prompt if job.prompt is not None else "\n".join(m.content for m in job.messages or [])
+            # no players are known for a failed audit: masked mode keeps no prompt text at all
+            kept = redact(prompt, (), s.redaction, key=self.redaction_key) if s.redaction != "masked" else None
+            answer = redact(job.answer, (), s.redaction, key=self.redaction_key) if job.answer is not None else None
+        except Exception:  # noqa: BLE001 - a failure record must always be buildable
+            kept, answer = None, None
+        return AuditRecord(
+            **self._base_record(job),
+            started_at=started_at,
+            finished_at=finished_at,
+            prompt=kept,
+            answer=answer,
+            outcome=outcome,
+            error=error,
+        )

@@ -1,0 +1,108 @@
+"""What the LLM service hands the auditor: one audit job (prompt or chat, the answer, labelled spans).
+
+Its own module so that the LLM side (``service/hook.py``, ``service/schemas.py``) can build and
+validate jobs with pydantic alone, without importing the worker, torch or the solver.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from auditor.game.players import Label as PlayerLabel
+from auditor.game.players import PlayerSpec
+from auditor.runtime.records import utc_now
+
+__all__ = ["ChatMessage", "PlayerHint", "AuditJob", "PlayerLabel"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: str = Field(min_length=1, max_length=64)
+    content: str
+
+
+class PlayerHint(BaseModel):
+    """A caller-given player: an exact substring of the prompt (``text``, first occurrence, or the
+    ``occurrence``-th) or character offsets ``start``/``end`` (end exclusive), with a label."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, max_length=2000)
+    start: int | None = Field(None, ge=0)
+    end: int | None = Field(None, ge=0)
+    occurrence: int = Field(0, ge=0)
+    label: PlayerLabel = "unlabelled"
+    group: str | None = Field(None, max_length=128)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PlayerHint:
+        has_offsets = self.start is not None or self.end is not None
+        if self.text is None and not has_offsets:
+            raise ValueError("a player span needs `text` or `start` and `end`")
+        if has_offsets:
+            if self.start is None or self.end is None:
+                raise ValueError("a player span needs both `start` and `end`")
+            if self.end <= self.start:
+                raise ValueError("a player span needs `end` > `start`")
+        return self
+
+    def locate(self, prompt: str) -> tuple[int, int]:
+        """Character span of this hint in ``prompt``; ``ValueError`` naming the problem otherwise."""
+        if self.start is not None and self.end is not None:
+            if self.end > len(prompt):
+                raise ValueError(f"span {self.start}:{self.end} is outside the prompt (length {len(prompt)})")
+            if self.text is not None and prompt[self.start : self.end] != self.text:
+                raise ValueError(f"span {self.start}:{self.end} does not contain {self.text!r}")
+            return self.start, self.end
+        assert self.text is not None
+        pos = -1
+        for _ in range(self.occurrence + 1):
+            pos = prompt.find(self.text, pos + 1)
+            if pos < 0:
+                raise ValueError(f"{self.text!r} is not in the prompt" + (
+                    f" {self.occurrence + 1} times" if self.occurrence else ""))
+        return pos, pos + len(self.text)
+
+    def to_spec(self) -> PlayerSpec:
+        """The library's player span for this hint (offsets win over text, as in :meth:`locate`)."""
+        if self.start is not None and self.end is not None:
+            return PlayerSpec(start=self.start, end=self.end, label=self.label, group=self.group)
+        return PlayerSpec(text=self.text, occurrence=self.occurrence, label=self.label, group=self.group)
+
+
+class AuditJob(BaseModel):
+    """One audit to run: the prompt (or chat messages) and the answer the served model gave."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=256)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    answer: str | None = None
+    answer_ids: list[int] | None = None
+    spans: list[PlayerHint] = Field(default_factory=list)
+    sampling_reason: str = "forced"
+    sampling_probability: float | None = Field(None, ge=0.0, le=1.0)
+    submitted_at: datetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _has_input(self) -> AuditJob:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("an audit needs exactly one of `prompt` and `messages`")
+        if self.messages is not None and not self.messages:
+            raise ValueError("`messages` must not be empty")
+        if self.spans and self.prompt is not None:
+            for i, span in enumerate(self.spans):
+                try:
+                    span.locate(self.prompt)
+                except ValueError as e:
+                    raise ValueError(f"spans[{i}]: {e}") from None
+        return self
+
+    @property
+    def labelled(self) -> bool:
+        return any(s.label != "unlabelled" for s in self.spans)

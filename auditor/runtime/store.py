@@ -1,0 +1,475 @@
+"""Hash-chained audit store on SQLite (stdlib ``sqlite3``).
+
+Every record carries ``prev_hash`` (the previous record's ``record_hash``; 64 zeros for the first
+record) and ``record_hash`` = sha256 of the record's canonical JSON without ``record_hash``
+(:func:`auditor.runtime.records.compute_record_hash`). :meth:`AuditStore.append` reads the chain head and
+inserts the record inside one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock
+before reading, so appenders in several threads and processes always extend one linear chain.
+
+Durability: WAL journal with ``synchronous=FULL``. A commit is acknowledged (``append`` returns)
+only after the WAL frame has been written *and fsynced*. SQLite's documentation
+(https://www.sqlite.org/pragma.html#pragma_synchronous) states that committed transactions are
+durable across application crashes (``kill -9``) in every synchronous mode, but that in WAL mode
+with ``synchronous=NORMAL`` a commit "might roll back following a power loss or system crash".
+Audit records are compliance evidence and appends are rare (one per audit, each audit costs
+seconds), so the one fsync per commit is worth paying: FULL keeps every acknowledged record across
+power loss too. ``busy_timeout`` (default 30 s) makes writers from other processes wait for the
+lock instead of failing.
+
+Tamper evidence: :meth:`AuditStore.verify_chain` recomputes every hash, checks each ``prev_hash``
+link, checks that the indexed columns agree with the hashed JSON, and compares the last record
+with the chain head kept in the ``meta`` table (updated in the same transaction as each append),
+so edited fields, deleted rows (also at the end) and reordered rows are reported. Someone who can
+rewrite the whole file can rebuild a valid chain; export or anchor the head hash elsewhere (e.g.
+the JSONL export, a log line) to detect that.
+
+Retention (:meth:`AuditStore.apply_retention`) deletes the oldest records as a prefix of the chain
+and stores an anchor (sequence number and ``record_hash`` of the last deleted record);
+verification then starts from the anchor instead of the genesis hash.
+
+One sqlite3 connection per store object, guarded by a lock (simple and sufficient: appends are
+rare and every statement is short). Long reads (``verify_chain``, ``export_jsonl``) use their own
+short-lived connection and one read transaction, i.e. a consistent snapshot that does not block
+writers (WAL). A store object used after ``fork`` reopens its connection in the child.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel
+
+from .records import AuditRecord, canonical_json, compute_record_hash
+
+__all__ = ["GENESIS_HASH", "DEFAULT_URL", "ChainReport", "AuditStore", "open_store", "StoreError", "sqlite_path_from_url"]
+
+GENESIS_HASH = "0" * 64
+DEFAULT_URL = "sqlite:///./audits.sqlite"
+_COUNTABLE = {"model_id": "model_id", "outcome": "outcome", "sampling_reason": "sampling_reason",
+              "flagged": "flagged", "flags": None, "model": "model_id", "reason": "sampling_reason"}
+_PAGE = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audits (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    audit_id        TEXT NOT NULL UNIQUE,
+    request_id      TEXT NOT NULL,
+    created_ts      REAL NOT NULL,
+    model_id        TEXT NOT NULL,
+    outcome         TEXT NOT NULL,
+    sampling_reason TEXT NOT NULL,
+    flagged         INTEGER NOT NULL,
+    flags           TEXT NOT NULL,
+    prev_hash       TEXT NOT NULL,
+    record_hash     TEXT NOT NULL,
+    data            TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audits_created ON audits (created_ts);
+CREATE INDEX IF NOT EXISTS audits_model ON audits (model_id, seq);
+CREATE INDEX IF NOT EXISTS audits_flagged ON audits (flagged, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class ChainReport(BaseModel):
+    """Result of :meth:`AuditStore.verify_chain`. ``first_bad`` is the sequence number of the first
+    record that fails (for a truncated chain: the first missing one)."""
+
+    ok: bool
+    checked: int
+    first_bad: int | None = None
+    reason: str | None = None
+
+
+def sqlite_path_from_url(url: str | os.PathLike[str]) -> str:
+    """The SQLite file a store URL names (":memory:" for an in-memory store); StoreError for other schemes."""
+    if isinstance(url, os.PathLike):
+        return os.fspath(url)
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        return path or ":memory:"
+    if url in ("sqlite://", "sqlite:", ":memory:"):
+        return ":memory:"
+    if "://" in url:
+        raise StoreError(f"unsupported store URL {url!r}: only sqlite:///PATH or a file path")
+    return url
+
+
+def _ts(value: datetime | float | int | str | None) -> float | None:
+    """A time bound as unix seconds: aware/naive(UTC) datetime, ISO-8601 string or number."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    raise TypeError(f"cannot use {type(value).__name__} as a time bound")
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s") or not raw[1:].isascii() or not raw[1:].isdigit():
+            raise ValueError
+        seq = int(raw[1:])
+        if seq >= 2**63:  # SQLite's INTEGER range; a bigger one would be an OverflowError in the query
+            raise ValueError
+        return seq
+    except Exception as exc:  # noqa: BLE001 - any malformed cursor is the caller's error
+        raise ValueError(f"invalid cursor {cursor!r}") from exc
+
+
+class AuditStore:
+    """See the module docstring. Use :func:`open_store` to create one."""
+
+    def __init__(self, url: str | os.PathLike[str] = DEFAULT_URL, *, busy_timeout_ms: int = 30_000,
+                 synchronous: str = "FULL") -> None:
+        self.url = str(url)
+        self.path = sqlite_path_from_url(url)
+        if synchronous.upper() not in ("FULL", "EXTRA", "NORMAL"):
+            raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
+        self._synchronous = synchronous.upper()
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        if self.path != ":memory:":
+            parent = Path(self.path).expanduser().resolve().parent
+            parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            conn = self._connection()
+            with self._write(conn):
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+
+    # -- connections ------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000.0, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        if self.path != ":memory:":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                raise StoreError(f"could not enable WAL on {self.path} (journal_mode={mode})")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            # after fork the parent's connection must not be used (nor closed) in the child
+            self._conn = self._open()
+            self._pid = os.getpid()
+        return self._conn
+
+    @contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A separate connection in one read transaction (consistent view, does not block writers)."""
+        if self.path == ":memory:":
+            with self._lock:
+                conn = self._connection()
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            return
+        conn = self._open()
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # start the read snapshot now
+            yield conn
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta -------------------------------------------------------------------------------
+    @staticmethod
+    def _meta(conn: sqlite3.Connection) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    # -- writes -----------------------------------------------------------------------------
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Chain and store ``record``; returns the stored copy with ``prev_hash`` and
+        ``record_hash`` set. Durable (fsynced) when it returns. Raises ``ValueError`` if a record
+        with the same ``audit_id`` is already stored."""
+        if not isinstance(record, AuditRecord):
+            raise TypeError("append() takes an AuditRecord")
+        with self._lock:
+            conn = self._connection()
+            with self._write(conn):
+                meta = self._meta(conn)
+                prev = meta.get("head_hash") or meta.get("anchor_hash") or GENESIS_HASH
+                stored = record.model_copy(update={"prev_hash": prev, "record_hash": None})
+                stored = AuditRecord.model_validate(stored.model_dump())  # re-validate the copy
+                digest = compute_record_hash(stored)
+                stored.record_hash = digest
+                data = canonical_json(stored)
+                try:
+                    cur = conn.execute(
+                        "INSERT INTO audits (audit_id, request_id, created_ts, model_id, outcome, sampling_reason,"
+                        " flagged, flags, prev_hash, record_hash, data) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (stored.audit_id, stored.request_id, stored.created_at.timestamp(), stored.model_id,
+                         stored.outcome, stored.sampling_reason, int(stored.flagged), json.dumps(stored.flags),
+                         prev, digest, data),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise ValueError(f"audit_id {stored.audit_id!r} is already stored") from exc
+                conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 [("head_hash", digest), ("head_seq", str(cur.lastrowid))])
+        return stored
+
+    def apply_retention(self, max_age_days: float, *, now: datetime | float | None = None) -> int:
+        """Delete records older than ``max_age_days`` (by ``created_at``) and return how many.
+
+        Only a prefix of the chain is deleted: the oldest records up to (not including) the first
+        record that is still young, so a record appended late with an old timestamp waits for the
+        records before it. The hash and sequence number of the last deleted record become the
+        anchor that :meth:`verify_chain` starts from.
+        """
+        max_age_days = float(max_age_days)
+        if not max_age_days > 0:
+            raise ValueError("max_age_days must be positive")
+        now_ts = _ts(now) if now is not None else time.time()
+        cutoff = now_ts - max_age_days * 86400.0
+        with self._lock:
+            conn = self._connection()
+            with self._write(conn):
+                first_young = conn.execute("SELECT MIN(seq) FROM audits WHERE created_ts >= ?", (cutoff,)).fetchone()[0]
+                if first_young is None:
+                    row = conn.execute("SELECT MAX(seq) FROM audits").fetchone()
+                    limit_seq = (row[0] or 0) + 1
+                else:
+                    limit_seq = first_young
+                last = conn.execute("SELECT seq, record_hash FROM audits WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+                                    (limit_seq,)).fetchone()
+                if last is None:
+                    return 0
+                n = conn.execute("DELETE FROM audits WHERE seq <= ?", (last[0],)).rowcount
+                conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 [("anchor_hash", last[1]), ("anchor_seq", str(last[0]))])
+        return n
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, audit_id: str) -> AuditRecord | None:
+        with self._lock:
+            row = self._connection().execute("SELECT data FROM audits WHERE audit_id = ?", (audit_id,)).fetchone()
+        return None if row is None else AuditRecord.model_validate_json(row[0])
+
+    @staticmethod
+    def _where(since: Any, until: Any, flagged: bool | None, model: str | None) -> tuple[list[str], list[Any]]:
+        clauses, params = [], []
+        s, u = _ts(since), _ts(until)
+        if s is not None:
+            clauses.append("created_ts >= ?")
+            params.append(s)
+        if u is not None:
+            clauses.append("created_ts < ?")
+            params.append(u)
+        if flagged is not None:
+            clauses.append("flagged = ?")
+            params.append(int(bool(flagged)))
+        if model is not None:
+            clauses.append("model_id = ?")
+            params.append(model)
+        return clauses, params
+
+    def query(self, since: Any = None, until: Any = None, flagged: bool | None = None, model: str | None = None,
+              limit: int = 100, cursor: str | None = None) -> tuple[list[AuditRecord], str | None]:
+        """Records in chain order (oldest first) with ``since <= created_at < until``; ``flagged``
+        True/False selects records with/without flags. Returns ``(records, next_cursor)``; pass
+        ``next_cursor`` back to get the next page, None when there is none."""
+        limit = int(limit)
+        if not 1 <= limit <= 10_000:
+            raise ValueError("limit must be in 1..10000")
+        clauses, params = self._where(since, until, flagged, model)
+        if cursor:
+            clauses.append("seq > ?")
+            params.append(_decode_cursor(cursor))
+        sql = "SELECT seq, data FROM audits"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY seq LIMIT ?"
+        with self._lock:
+            rows = self._connection().execute(sql, [*params, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        records = [AuditRecord.model_validate_json(r[1]) for r in rows]
+        return records, (_encode_cursor(rows[-1][0]) if more and rows else None)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._connection().execute("SELECT COUNT(*) FROM audits").fetchone()[0]
+
+    def count_by(self, field: str) -> dict[str, int]:
+        """Record counts grouped by ``model_id`` (alias ``model``), ``outcome``, ``sampling_reason``
+        (alias ``reason``), ``flagged`` ("true"/"false") or ``flags`` (per flag reason)."""
+        if field not in _COUNTABLE:
+            raise ValueError(f"cannot count by {field!r}; choose one of {sorted(_COUNTABLE)}")
+        col = _COUNTABLE[field]
+        with self._lock:
+            conn = self._connection()
+            if col is None:
+                rows = conn.execute("SELECT j.value, COUNT(*) FROM audits, json_each(audits.flags) AS j "
+                                    "GROUP BY j.value").fetchall()
+            else:
+                rows = conn.execute(f"SELECT {col}, COUNT(*) FROM audits GROUP BY {col}").fetchall()
+        if col == "flagged":
+            return {("true" if k else "false"): n for k, n in rows}
+        return {str(k): n for k, n in rows}
+
+    def export_jsonl(self, path_or_file: str | os.PathLike[str] | IO[Any], since: Any = None,
+                     until: Any = None) -> int:
+        """Write the records (canonical JSON, one per line, chain order, hashes included) to a path
+        or an open text/binary file; returns the number written. A full export can be verified
+        offline: each line's ``record_hash`` is the sha256 of the line's JSON without it, and each
+        ``prev_hash`` is the previous line's ``record_hash``."""
+        if isinstance(path_or_file, (str, os.PathLike)):
+            path = Path(path_or_file)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            try:
+                with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+                    n = self._export(fh, since, until)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            return n
+        return self._export(path_or_file, since, until)
+
+    def _export(self, fh: IO[Any], since: Any, until: Any) -> int:
+        binary = isinstance(fh, (io.RawIOBase, io.BufferedIOBase)) or "b" in getattr(fh, "mode", "")
+        clauses, params = self._where(since, until, None, None)
+        sql = "SELECT seq, data FROM audits WHERE seq > ?" + "".join(" AND " + c for c in clauses) + \
+              " ORDER BY seq LIMIT ?"
+        n, last = 0, 0
+        with self._snapshot() as conn:
+            while True:
+                rows = conn.execute(sql, [last, *params, _PAGE]).fetchall()
+                if not rows:
+                    break
+                for seq, data in rows:
+                    line = data + "\n"
+                    fh.write(line.encode("utf-8") if binary else line)
+                    n += 1
+                    last = seq
+        return n
+
+    def verify_chain(self) -> ChainReport:
+        """Check every record's hash, every link, the columns against the hashed JSON, and the
+        chain head (see the module docstring). Reads one consistent snapshot."""
+        checked = 0
+        with self._snapshot() as conn:
+            meta = self._meta(conn)
+            expected_prev = meta.get("anchor_hash") or GENESIS_HASH
+            last_seq = int(meta.get("anchor_seq", "0"))
+            while True:
+                rows = conn.execute(
+                    "SELECT seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason, flagged,"
+                    " flags, prev_hash, record_hash, data FROM audits WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last_seq, _PAGE)).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    seq = row[0]
+                    problem = self._check_row(row, expected_prev)
+                    if problem is not None:
+                        return ChainReport(ok=False, checked=checked, first_bad=seq, reason=problem)
+                    expected_prev = row[10]
+                    last_seq = seq
+                    checked += 1
+            head_hash = meta.get("head_hash")
+            head_seq = int(meta.get("head_seq", "0"))
+            if head_hash is not None and (head_hash != expected_prev or head_seq != last_seq):
+                if head_seq > last_seq:
+                    return ChainReport(ok=False, checked=checked, first_bad=last_seq + 1,
+                                       reason=f"chain truncated: head is record {head_seq}, last present is {last_seq}")
+                return ChainReport(ok=False, checked=checked, first_bad=head_seq or None,
+                                   reason="chain head does not match the last record")
+            if head_hash is None and checked:
+                return ChainReport(ok=False, checked=checked, first_bad=None, reason="chain head missing")
+        return ChainReport(ok=True, checked=checked)
+
+    @staticmethod
+    def _check_row(row: tuple[Any, ...], expected_prev: str) -> str | None:
+        (seq, audit_id, request_id, created_ts, model_id, outcome, reason, flagged, flags,
+         prev_hash, record_hash, data) = row
+        try:
+            obj = json.loads(data)
+        except (TypeError, ValueError):
+            return "stored JSON is unreadable"
+        if not isinstance(obj, dict):
+            return "stored JSON is not an object"
+        if obj.get("record_hash") != record_hash:
+            return "record_hash column differs from the stored record"
+        if compute_record_hash(obj) != record_hash:
+            return "record_hash does not match the record's content"
+        if prev_hash != obj.get("prev_hash"):
+            return "prev_hash column differs from the stored record"
+        if prev_hash != expected_prev:
+            return "prev_hash does not link to the previous record (a record was removed, reordered or altered)"
+        try:
+            rec = AuditRecord.model_validate(obj)
+        except Exception as exc:  # noqa: BLE001
+            return f"stored record does not validate: {exc.__class__.__name__}"
+        expected_cols = (rec.audit_id, rec.request_id, rec.created_at.timestamp(), rec.model_id, rec.outcome,
+                         rec.sampling_reason, int(rec.flagged), json.dumps(rec.flags))
+        if (audit_id, request_id, created_ts, model_id, outcome, reason, flagged, flags) != expected_cols:
+            return "indexed columns differ from the stored record"
+        return None
+
+
+def open_store(url: str | os.PathLike[str] | None = None, **kwargs: Any) -> AuditStore:
+    """Open (creating if needed) the store at ``url``: ``sqlite:///relative/path``,
+    ``sqlite:////absolute/path``, a plain path, or ``sqlite:///:memory:``. Default
+    ``sqlite:///./audits.sqlite``."""
+    return AuditStore(url or DEFAULT_URL, **kwargs)

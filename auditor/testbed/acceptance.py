@@ -1,0 +1,390 @@
+"""Proving the metrics where the truth is known: the testbed's planted flaws versus what we measure.
+
+Two claims are checked, each against ground truth the generator and the trainer know:
+- misattribution separates the shortcut model from the clean one on prompts where the planted cue
+  and the truth disagree (per-prompt AUC), with players labelled from the generator's ground truth;
+- the overfitting score ranks the overfit family by its measured generalization gap (Spearman).
+Each model is audited as production would audit it: on the answer it actually gave.
+
+Next to them, for comparison and never part of the verdict: each figure's stability under
+bootstrap resampling of the prompts; the fragility of the family's games under parameter noise
+(``auditor.metrics.fragility``), an experimental overfitting figure ranked against the same gaps; and the
+reference ranking of the audited prompts' own gold-answer losses. The gap is a held-out loss, so
+those losses are the most direct evidence of it the sample holds: where even they fail to order
+the family, the prompts do not carry the ordering, whatever the estimator.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import ConstantInputWarning, mannwhitneyu, spearmanr
+
+from auditor.metrics import fragility as fragility_lib
+from auditor.audit import audit_prompt
+from auditor.game.scoring import score_masks
+from auditor.metrics.audit_metrics import compute_metrics, overfitting_from_profiles, overfitting_over_window, strength_by_order
+from auditor.testbed import models as testbed
+from auditor.testbed.corpus import AuditPrompt
+from auditor.testbed.train import encode, evaluate_encoded
+
+MISATTRIBUTION_AUC_TARGET = 0.95
+OVERFITTING_SPEARMAN_TARGET = 0.9
+# Rank statistics take a few exact values (five levels with one adjacent swap: exactly 0.9), which
+# scipy reaches through floating point; a target met exactly must not fail on the last bit.
+_ROUNDING = 1e-9
+# How often a verdict survives resampling the audited prompts (bootstrap, fixed seed so reports
+# reproduce): 20 prompts is a small sample, and a figure that meets its target by one adjacent swap
+# may hold in half the resamples or in all of them. Reported next to the figure, not part of it.
+DEFAULT_RESAMPLES = 500
+RESAMPLING_SEED = 0
+
+
+@dataclass
+class ModelReport:
+    name: str
+    heldout_accuracy: float
+    train_accuracy: float
+    generalization_gap: float  # held-out loss minus train loss (nats)
+    generalization_gap_accuracy: float = 0.0  # train accuracy minus held-out accuracy
+    misattribution: list[float] = field(default_factory=list)
+    overfitting: list[float] = field(default_factory=list)
+    sparsity: list[int] = field(default_factory=list)
+    cancellation: list[float] = field(default_factory=list)
+    strength_by_order: list[list[float]] = field(default_factory=list)  # per prompt, nats: the window's input
+    window_overfitting: float = 0.0
+    fragility: list[float | None] = field(default_factory=list)  # per prompt, see auditor.metrics.fragility
+    window_fragility: float | None = None
+    answer_loss: list[float] = field(default_factory=list)  # per prompt: gold-answer loss (nats), the reference
+
+    def row(self) -> dict[str, float | str]:
+        mean = lambda values: float(np.mean(values)) if values else float("nan")  # noqa: E731
+        return {
+            "model": self.name,
+            "heldout_accuracy": self.heldout_accuracy,
+            "train_accuracy": self.train_accuracy,
+            "generalization_gap": self.generalization_gap,
+            "generalization_gap_accuracy": self.generalization_gap_accuracy,
+            "prompts": len(self.sparsity),
+            "misattribution": mean(self.misattribution),
+            "overfitting": self.window_overfitting,
+            "overfitting_mean_per_request": mean(self.overfitting),
+            "fragility": self.window_fragility,
+            "answer_loss": mean(self.answer_loss),
+            "sparsity": mean(self.sparsity),
+            "cancellation": mean(self.cancellation),
+        }
+
+
+@dataclass
+class ValidationReport:
+    models: list[ModelReport]
+    misattribution_auc: float
+    overfitting_spearman: float
+    family: list[str] = field(default_factory=list)
+    misattribution_stability: float | None = None  # share of bootstrap resamples meeting the AUC target
+    overfitting_stability: float | None = None  # share of bootstrap resamples meeting the Spearman target
+    resamples: int = 0
+    fragility_spearman: float | None = None  # experimental figure, not an acceptance figure (auditor.metrics.fragility)
+    fragility_stability: float | None = None
+    loss_spearman: float | None = None  # the reference: the audited prompts' own gold-answer losses vs the gaps
+    loss_stability: float | None = None
+    # How often a validation on ``subsample`` fresh prompts would meet each ranking target: the share
+    # of random subsets of that size (without replacement) of the audited prompts that do.
+    subsample: int | None = None
+    overfitting_subsample_share: float | None = None
+    loss_subsample_share: float | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.misattribution_ok and self.overfitting_ok
+
+    @property
+    def misattribution_ok(self) -> bool:
+        return self.misattribution_auc >= MISATTRIBUTION_AUC_TARGET - _ROUNDING
+
+    @property
+    def overfitting_ok(self) -> bool:
+        return self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING
+
+    def to_dict(self) -> dict:
+        return {
+            "models": [model.row() for model in self.models],
+            "per_prompt": {
+                model.name: {
+                    "misattribution": model.misattribution,
+                    "overfitting": model.overfitting,
+                    "sparsity": model.sparsity,
+                    "cancellation": model.cancellation,
+                    "strength_by_order": model.strength_by_order,
+                    "fragility": model.fragility,
+                    "answer_loss": model.answer_loss,
+                }
+                for model in self.models
+            },
+            "family": self.family,
+            "misattribution_auc": self.misattribution_auc,
+            "misattribution_auc_target": MISATTRIBUTION_AUC_TARGET,
+            "overfitting_spearman": self.overfitting_spearman,
+            "overfitting_spearman_target": OVERFITTING_SPEARMAN_TARGET,
+            "misattribution_ok": self.misattribution_ok,
+            "overfitting_ok": self.overfitting_ok,
+            "misattribution_stability": self.misattribution_stability,
+            "overfitting_stability": self.overfitting_stability,
+            "resamples": self.resamples,
+            "fragility_spearman": self.fragility_spearman,
+            "fragility_stability": self.fragility_stability,
+            "loss_spearman": self.loss_spearman,
+            "loss_stability": self.loss_stability,
+            "subsample": self.subsample,
+            "overfitting_subsample_share": self.overfitting_subsample_share,
+            "loss_subsample_share": self.loss_subsample_share,
+            "accepted": self.accepted,
+        }
+
+
+def audit_model(
+    name: str,
+    prompts_count: int,
+    *,
+    root: str | Path | None = None,
+    seed: int = 0,
+    template_set: str = "standard",
+    qthres: float = 0.04,
+    baseline: str | None = None,
+    fragility: bool = True,
+    on_prompt: Callable[[str, int], None] | None = None,
+) -> ModelReport:
+    """Audit one testbed model on conflict prompts from its own world, on its own answers.
+
+    ``baseline``: the masking baseline kind (None: the product's auto choice, see ``lm.resolve_baseline``).
+    ``fragility``: also score every prompt's game on a perturbed copy (``auditor.metrics.fragility``).
+    """
+    model, tokenizer, info = testbed.load(name, root, seed=seed, template_set=template_set)
+    measured = info["metrics"]
+    report = ModelReport(
+        name=name,
+        heldout_accuracy=float(measured["heldout"]["accuracy"]),
+        train_accuracy=float(measured["train"]["accuracy"]),
+        generalization_gap=float(measured["heldout"]["loss"] - measured["train"]["loss"]),
+        generalization_gap_accuracy=float(measured["train"]["accuracy"] - measured["heldout"]["accuracy"]),
+    )
+    results = []
+    noisy = fragility_lib.perturbed_copy(model) if fragility else None
+    prompts = testbed.audit_prompts_for(info, prompts_count, conflict=True)
+    report.answer_loss = answer_losses(model, tokenizer, prompts)
+    for index, prompt in enumerate(prompts):
+        audit = audit_prompt(
+            model,
+            tokenizer,
+            prompt=prompt.prompt,
+            players=prompt.player_specs(),
+            max_answer_tokens=1,
+            qthres=qthres,
+            baseline=baseline,
+        )
+        labels = [player.label for player in audit.game.players]
+        metrics = compute_metrics(audit.interactions, labels)
+        results.append(audit.interactions)
+        if metrics.misattribution is not None:
+            report.misattribution.append(metrics.misattribution)
+        report.overfitting.append(metrics.overfitting)
+        report.sparsity.append(metrics.sparsity)
+        report.cancellation.append(metrics.cancellation)
+        report.strength_by_order.append(strength_by_order(audit.interactions).tolist())
+        if noisy is not None:  # the same players, answer and kind of baseline, on the perturbed weights
+            moved = score_masks(noisy, tokenizer, prompt=prompt.prompt, players=prompt.player_specs(),
+                                answer=list(audit.game.answer_ids), max_answer_tokens=1, baseline=baseline)
+            report.fragility.append(fragility_lib.game_fragility(audit.game.values, moved.values))
+        if on_prompt:
+            on_prompt(name, index)
+    report.window_overfitting = overfitting_over_window(results).score
+    report.window_fragility = fragility_lib.window_fragility(report.fragility) if fragility else None
+    return report
+
+
+def answer_losses(model: Any, tokenizer: Any, prompts: Sequence[AuditPrompt]) -> list[float]:
+    """Each prompt's gold-answer loss (nats), measured exactly as the held-out loss of the gap is.
+
+    The family is ranked by that gap from a handful of audited prompts; the same prompts' own
+    losses say how much of the gap ordering such a sample can carry at all. One prompt per call,
+    so each value is the testbed's own evaluation of that prompt alone.
+    """
+    return [float(evaluate_encoded(model, encode(tokenizer, [(p.prompt, p.answer)]), threads=1)["loss"])
+            for p in prompts]
+
+
+def per_prompt_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U / n1 n2)."""
+    if not positives or not negatives:
+        return float("nan")
+    statistic = mannwhitneyu(positives, negatives, alternative="greater").statistic
+    return float(statistic / (len(positives) * len(negatives)))
+
+
+def validate(
+    prompts_count: int = 20,
+    *,
+    root: str | Path | None = None,
+    seed: int = 0,
+    template_set: str = "standard",
+    qthres: float = 0.04,
+    baseline: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    fragility: bool = True,
+    subsample: int | None = None,
+    on_prompt: Callable[[str, int], None] | None = None,
+) -> ValidationReport:
+    """Audit every testbed model of one world and compute the two acceptance figures.
+
+    ``resamples``: bootstrap resamples of the prompts behind each figure's stability (0: none).
+    ``subsample``: also estimate, from ``resamples`` random subsets of this many of the audited
+    prompts, how often a validation on that many fresh prompts meets each ranking target. Audit
+    many (say 100) to ask what 20 or 40 would give: a bootstrap of 20 can only say how stable
+    those particular 20 are.
+    ``fragility``: also measure ``auditor.metrics.fragility`` (reported, not part of the acceptance).
+    """
+    names = [testbed.CLEAN, testbed.SHORTCUT, *testbed.OVERFIT_FAMILY]
+    reports = {
+        name: audit_model(
+            name, prompts_count, root=root, seed=seed, template_set=template_set, qthres=qthres,
+            baseline=baseline, fragility=fragility, on_prompt=on_prompt,
+        )
+        for name in names
+    }
+    shortcut, clean = reports[testbed.SHORTCUT].misattribution, reports[testbed.CLEAN].misattribution
+    family = [reports[name] for name in testbed.OVERFIT_FAMILY]
+    gaps = [m.generalization_gap for m in family]
+    rho = spearmanr([m.window_overfitting for m in family], gaps).statistic
+    fragile = [m.window_fragility for m in family]
+    fragility_rho = (float(spearmanr(fragile, gaps).statistic)
+                     if fragility and all(value is not None for value in fragile) else None)
+    loss_rho = float(spearmanr([np.mean(m.answer_loss) for m in family], gaps).statistic)
+    return ValidationReport(
+        models=list(reports.values()),
+        misattribution_auc=per_prompt_auc(shortcut, clean),
+        overfitting_spearman=float(rho),
+        family=list(testbed.OVERFIT_FAMILY),
+        misattribution_stability=misattribution_stability(shortcut, clean, resamples) if resamples else None,
+        overfitting_stability=overfitting_stability(family, resamples) if resamples else None,
+        resamples=resamples,
+        fragility_spearman=fragility_rho,
+        fragility_stability=fragility_stability(family, resamples) if resamples and fragility_rho is not None else None,
+        loss_spearman=loss_rho,
+        loss_stability=loss_stability(family, resamples) if resamples else None,
+        subsample=subsample,
+        overfitting_subsample_share=(overfitting_stability(family, resamples, size=subsample)
+                                     if subsample and resamples else None),
+        loss_subsample_share=loss_stability(family, resamples, size=subsample) if subsample and resamples else None,
+    )
+
+
+def misattribution_stability(
+    positives: Sequence[float], negatives: Sequence[float], resamples: int = DEFAULT_RESAMPLES,
+    seed: int = RESAMPLING_SEED,
+) -> float | None:
+    """Share of bootstrap resamples whose AUC still meets the target.
+
+    The two models answer their own prompts (a prompt without unreliable players drops out of one
+    side only), so each side is resampled on its own: a two-sample bootstrap.
+    """
+    if not positives or not negatives or resamples <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    pos, neg = np.asarray(positives, dtype=np.float64), np.asarray(negatives, dtype=np.float64)
+    met = 0
+    for _ in range(resamples):
+        auc = per_prompt_auc(rng.choice(pos, len(pos)).tolist(), rng.choice(neg, len(neg)).tolist())
+        met += auc >= MISATTRIBUTION_AUC_TARGET - _ROUNDING
+    return met / resamples
+
+
+def overfitting_stability(
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED,
+    size: int | None = None,
+) -> float | None:
+    """Share of bootstrap resamples of the prompts whose window scores still meet the Spearman target.
+
+    Every level is audited on the same prompts, so one draw of prompt indices is shared by all of
+    them (a paired bootstrap: a hard prompt stays hard for every level). The gaps are measured on
+    held-out data and stay fixed. A resample whose scores are all tied has no rank correlation and
+    counts as a miss. With ``size``, each draw is instead a random subset of that many prompts
+    (without replacement): the share estimates how often a validation on ``size`` prompts meets it.
+    """
+    return _ranking_stability(
+        [model.strength_by_order for model in family],
+        lambda profiles: overfitting_from_profiles(profiles).score,
+        [model.generalization_gap for model in family],
+        resamples,
+        seed,
+        size,
+    )
+
+
+def fragility_stability(
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
+) -> float | None:
+    """``overfitting_stability`` for the window fragility (median over the resampled prompts)."""
+    return _ranking_stability(
+        [model.fragility for model in family],
+        _window_fragility_or_nan,
+        [model.generalization_gap for model in family],
+        resamples,
+        seed,
+    )
+
+
+def loss_stability(
+    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED,
+    size: int | None = None,
+) -> float | None:
+    """``overfitting_stability`` for the reference: the mean gold-answer loss of the resampled prompts."""
+    return _ranking_stability(
+        [model.answer_loss for model in family],
+        lambda losses: float(np.mean(losses)),
+        [model.generalization_gap for model in family],
+        resamples,
+        seed,
+        size,
+    )
+
+
+def _window_fragility_or_nan(values: list) -> float:
+    """A window without a defined fragility has no rank: NaN makes the resample count as a miss."""
+    window = fragility_lib.window_fragility(values)
+    return float("nan") if window is None else window
+
+
+def _ranking_stability(
+    per_model: Sequence[Sequence[object]],
+    window: Callable[[list], float],
+    gaps: Sequence[float],
+    resamples: int,
+    seed: int,
+    size: int | None = None,
+) -> float | None:
+    """Share of draws of prompt indices (shared by every model) whose window ranking meets the target.
+
+    A draw is a bootstrap resample (``size`` None) or a random subset of ``size`` prompts.
+    """
+    counts = {len(samples) for samples in per_model}
+    if len(per_model) < 2 or resamples <= 0 or len(counts) != 1 or 0 in counts:
+        return None
+    (count,) = counts
+    if size is not None and not 1 <= size <= count:
+        raise ValueError(f"a subset of {size} prompts cannot be drawn from {count}")
+    rng = np.random.default_rng(seed)
+    met = 0
+    for _ in range(resamples):
+        draw = rng.integers(0, count, count) if size is None else rng.choice(count, size, replace=False)
+        scores = [window([samples[i] for i in draw]) for samples in per_model]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConstantInputWarning)
+            rho = spearmanr(scores, gaps).statistic
+        met += bool(np.isfinite(rho) and rho >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING)
+    return met / resamples

@@ -1,0 +1,107 @@
+"""The data a testbed model is trained and measured on: training (with its label noise), held-out and
+conflict prompts, encoded for the trainer."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from auditor.testbed import corpus
+from auditor.testbed.lexicon import CHARGES
+from auditor.testbed.prompts import AuditPrompt
+from auditor.testbed.specs import ModelSpec
+from auditor.testbed.tokenizer import answer_token_id
+from auditor.testbed.train import Encoded, encode
+
+
+def with_label_noise(
+    prompts: Sequence[AuditPrompt], rate: float, seed: int
+) -> list[tuple[str, str]]:
+    """(prompt, label) pairs where a ``rate`` share of labels is a random *wrong* charge.
+
+    Exactly ``round(rate * n)`` examples are corrupted, chosen by a seeded shuffle, so the noise
+    level is what the spec says and not a random draw around it.
+    """
+    pairs = [(p.prompt, p.answer) for p in prompts]
+    if rate <= 0:
+        return pairs
+    rng = random.Random(f"interaction-auditor/testbed/noise/{seed}/{rate}/{len(pairs)}")
+    chosen = rng.sample(range(len(pairs)), round(rate * len(pairs)))
+    for index in sorted(chosen):
+        prompt, answer = pairs[index]
+        pairs[index] = (prompt, rng.choice([c for c in CHARGES if c != answer]))
+    return pairs
+
+
+@dataclass
+class Datasets:
+    """Encoded splits for one spec: training (possibly noisy), held-out and conflict prompts."""
+
+    train: Encoded
+    train_eval: Encoded
+    heldout: Encoded
+    conflict: Encoded
+    conflict_cue_ids: torch.Tensor
+    noisy_labels: int
+
+
+def training_prompts(spec: ModelSpec) -> list[AuditPrompt]:
+    data = spec.data
+    return corpus.generate(
+        data.seed,
+        data.train_examples,
+        stream="train",
+        mode=data.mode,
+        template_set=data.template_set,
+        max_defendants=data.max_defendants,
+        labelled=False,
+    )
+
+
+def heldout_prompts(spec: ModelSpec, count: int | None = None) -> list[AuditPrompt]:
+    """Fresh natural prompts from a stream no model trains on (the same for every model)."""
+    data = spec.data
+    return corpus.generate(
+        data.seed,
+        data.heldout_examples if count is None else count,
+        stream="heldout",
+        mode="natural",
+        template_set=data.template_set,
+        max_defendants=data.max_defendants,
+        labelled=False,
+    )
+
+
+def conflict_prompts(spec: ModelSpec, count: int | None = None) -> list[AuditPrompt]:
+    """Prompts where the planted cue and the truth disagree (held-out stream)."""
+    data = spec.data
+    return corpus.generate(
+        data.seed,
+        data.conflict_examples if count is None else count,
+        stream="heldout",
+        mode="conflict",
+        template_set=data.template_set,
+        max_defendants=data.max_defendants,
+        labelled=False,
+    )
+
+
+def build_datasets(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> Datasets:
+    prompts = training_prompts(spec)
+    pairs = with_label_noise(prompts, spec.data.label_noise, spec.data.seed)
+    noisy = sum(1 for (_, label), p in zip(pairs, prompts) if label != p.answer)
+    train_set = encode(tokenizer, pairs)
+    eval_count = min(len(pairs), spec.data.train_eval_examples)
+    conflicts = conflict_prompts(spec)
+    return Datasets(
+        train=train_set,
+        train_eval=encode(tokenizer, pairs[:eval_count]),
+        heldout=encode(tokenizer, [(p.prompt, p.answer) for p in heldout_prompts(spec)]),
+        conflict=encode(tokenizer, [(p.prompt, p.answer) for p in conflicts]),
+        conflict_cue_ids=torch.tensor([answer_token_id(tokenizer, p.cue_answer) for p in conflicts]),
+        noisy_labels=noisy,
+    )
