@@ -1,7 +1,8 @@
 """The ``interaction-auditor`` command line.
 
-Each sub-command lives in its own module of this package and exposes ``register(subparsers)``;
-``main`` discovers them, so adding a command never means editing a central list. Every command has
+Each sub-command lives in its own module of this package, named ``<command>_command`` (so it is never
+mistaken for the library module it drives), and exposes ``register(subparsers)``; ``main`` discovers
+them, so adding a command never means editing a central list. Every command has
 ``--help`` (with examples or an epilog), a ``--json`` mode for scripts where it prints a result, and
 a progress display on stderr for long work (stdout stays machine-readable).
 

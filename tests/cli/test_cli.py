@@ -96,7 +96,7 @@ def test_help_imports_nothing_heavy(argv):
 
 def test_parser_constants_match_the_library():
     """The parsers use light copies of library constants (so --help imports nothing heavy); they must agree."""
-    from auditor.cli import interactions
+    from auditor.cli import interactions_command as interactions
     from auditor.engine.interactions import DEFAULT_SALIENT_THRESHOLD
     from auditor.testbed import models, names, specs
     from auditor.testbed.specs import model_specs
@@ -146,7 +146,9 @@ def test_usage_errors_under_json_are_also_json_on_stdout(capsys, argv, message):
 
 
 def test_cli_caps_match_the_library():
-    from auditor.cli import audit, compare, interactions
+    from auditor.cli import audit_command as audit
+    from auditor.cli import compare_command as compare
+    from auditor.cli import interactions_command as interactions
     from auditor.game.players import DEFAULT_MAX_PLAYERS
     from auditor.engine.extraction import MAX_PLAYERS
 
@@ -161,7 +163,7 @@ def test_internal_errors_are_one_line_unless_debug(capsys, monkeypatch, tmp_path
     def boom(path: Path):
         raise RuntimeError("boom in the solver")
 
-    monkeypatch.setattr("auditor.cli.interactions.load_values", boom)
+    monkeypatch.setattr("auditor.cli.interactions_command.load_values", boom)
     code, out, err = _run(capsys, "interactions", "--values", str(values))
     assert code == 1 and "internal error: RuntimeError: boom in the solver" in err and "--debug" in err
     assert out == ""
@@ -171,7 +173,7 @@ def test_internal_errors_are_one_line_unless_debug(capsys, monkeypatch, tmp_path
     def interrupted(path: Path):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("auditor.cli.interactions.load_values", interrupted)
+    monkeypatch.setattr("auditor.cli.interactions_command.load_values", interrupted)
     assert _run(capsys, "interactions", "--values", str(values))[0] == 130
 
 

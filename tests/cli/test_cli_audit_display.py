@@ -3,7 +3,7 @@ which mention a term uses, or "slapped & Carla & Carla" reads as nonsense."""
 
 from __future__ import annotations
 
-from auditor.cli.audit import player_names
+from auditor.cli.audit_command import player_names
 
 
 def test_repeated_words_carry_their_player_index_and_unique_words_do_not():

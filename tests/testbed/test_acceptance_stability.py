@@ -168,7 +168,7 @@ def test_loss_stability_matches_the_exact_bootstrap_of_mean_losses():
 def test_the_printed_table_shows_the_reference_next_to_the_verdict():
     from rich.console import Console
 
-    from auditor.cli.testbed import _validation_tables
+    from auditor.cli.testbed_command import _validation_tables
 
     family = []
     for k in range(5):
@@ -191,7 +191,7 @@ def test_the_printed_table_shows_the_reference_next_to_the_verdict():
 def test_the_printed_table_shows_the_subset_shares_when_asked():
     from rich.console import Console
 
-    from auditor.cli.testbed import _validation_tables
+    from auditor.cli.testbed_command import _validation_tables
 
     family = _swapping_family()
     for model in family:

@@ -457,7 +457,7 @@ def test_parallel_builders_report_their_training_steps(tmp_path: Path) -> None:
 def test_build_bars_follow_step_messages_and_print_the_rest() -> None:
     from rich.console import Console
 
-    from auditor.cli.testbed import _BuildBars
+    from auditor.cli.testbed_command import _BuildBars
 
     console = Console(file=io.StringIO(), width=120)
     with _BuildBars(console) as bars:
