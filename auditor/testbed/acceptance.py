@@ -30,7 +30,8 @@ from auditor.audit import audit_prompt
 from auditor.game.scoring import score_masks
 from auditor.metrics.audit_metrics import compute_metrics, overfitting_from_profiles, overfitting_over_window, strength_by_order
 from auditor.testbed import models as testbed
-from auditor.testbed.corpus import AuditPrompt
+from auditor.testbed.names import CLEAN, OVERFIT_FAMILY, SHORTCUT
+from auditor.testbed.prompts import AuditPrompt
 from auditor.testbed.train import encode, evaluate_encoded
 
 MISATTRIBUTION_AUC_TARGET = 0.95
@@ -249,7 +250,7 @@ def validate(
     those particular 20 are.
     ``fragility``: also measure ``auditor.metrics.fragility`` (reported, not part of the acceptance).
     """
-    names = [testbed.CLEAN, testbed.SHORTCUT, *testbed.OVERFIT_FAMILY]
+    names = [CLEAN, SHORTCUT, *OVERFIT_FAMILY]
     reports = {
         name: audit_model(
             name, prompts_count, root=root, seed=seed, template_set=template_set, qthres=qthres,
@@ -257,8 +258,8 @@ def validate(
         )
         for name in names
     }
-    shortcut, clean = reports[testbed.SHORTCUT].misattribution, reports[testbed.CLEAN].misattribution
-    family = [reports[name] for name in testbed.OVERFIT_FAMILY]
+    shortcut, clean = reports[SHORTCUT].misattribution, reports[CLEAN].misattribution
+    family = [reports[name] for name in OVERFIT_FAMILY]
     gaps = [m.generalization_gap for m in family]
     rho = spearmanr([m.window_overfitting for m in family], gaps).statistic
     fragile = [m.window_fragility for m in family]
@@ -269,7 +270,7 @@ def validate(
         models=list(reports.values()),
         misattribution_auc=per_prompt_auc(shortcut, clean),
         overfitting_spearman=float(rho),
-        family=list(testbed.OVERFIT_FAMILY),
+        family=list(OVERFIT_FAMILY),
         misattribution_stability=misattribution_stability(shortcut, clean, resamples) if resamples else None,
         overfitting_stability=overfitting_stability(family, resamples) if resamples else None,
         resamples=resamples,

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from auditor.testbed import acceptance
-from auditor.testbed import corpus, datasets, lexicon, models, prompts, train
+from auditor.testbed import corpus, datasets, lexicon, models, names, prompts, train
 from auditor.testbed.specs import (
     INFO_FILE,
     LEARNED_ACCURACY,
@@ -403,7 +403,7 @@ def test_label_noise_corrupts_exactly_the_requested_share() -> None:
 def test_family_specs_turn_one_knob_monotonically() -> None:
     specs = model_specs()
     assert list(specs) == list(models.MODEL_NAMES)
-    family = [specs[name] for name in models.OVERFIT_FAMILY]
+    family = [specs[name] for name in names.OVERFIT_FAMILY]
     assert len(family) >= 4
     examples = [s.data.train_examples for s in family]
     noise = [s.data.label_noise for s in family]
