@@ -19,7 +19,7 @@ from auditor.testbed import specs
 
 BUILD_MODULES = ("lexicon", "prompts", "corpus", "tokenizer", "train", "pretrain", "names", "specs", "datasets", "models")
 RECORDED_RECIPE = "2026-12-06"
-RECORDED_FINGERPRINT = "to-be-recorded"
+RECORDED_FINGERPRINT = "3c7ab3d06c612de6d46c3e6b293790d7a4eaf953730e6e2ed9143f7ff30711d6"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
