@@ -69,15 +69,15 @@ def _own_process() -> bool:
 # ------------------------------------------------------------------------------------------------
 async def list_audits(request: Request) -> Response:
     auditor = _instance()
-    return await audits_response(request, auditor.runtime.store, auditor.runtime.settings.auth_token_value())
+    return await audits_response(request, auditor.store, auditor.settings.auth_token_value())
 
 
 async def get_audit(request: Request) -> Response:
     auditor = _instance()
-    if (denied := check_bearer(request, auditor.runtime.settings.auth_token_value())) is not None:
+    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
         return denied
     audit_id = request.path_params["audit_id"]
-    record = await anyio.to_thread.run_sync(auditor.runtime.store.get, audit_id)
+    record = await anyio.to_thread.run_sync(auditor.store.get, audit_id)
     if record is None:
         return json_error(404, "audit_id", f"no audit {audit_id!r}")
     return JSONResponse(record.model_dump(mode="json"))
@@ -85,7 +85,7 @@ async def get_audit(request: Request) -> Response:
 
 async def audit_now(request: Request) -> Response:
     auditor = _instance()
-    if (denied := check_bearer(request, auditor.runtime.settings.auth_token_value())) is not None:
+    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
         return denied
     try:
         body = await read_json(request)
@@ -98,9 +98,9 @@ async def audit_now(request: Request) -> Response:
         return json_error(400, error_field(errors) or "body", validation_message(errors))
     except ValueError as e:
         return json_error(400, "body", str(e))
-    if auditor.runtime.worker is None:
+    if auditor.worker is None:
         return json_error(503, None, "auditing is disabled (AUDITOR_AUDIT_ENABLED=false)")
-    record = await anyio.to_thread.run_sync(auditor.runtime.worker.audit_now, job, auditor.runtime.settings.sync_budget_s)
+    record = await anyio.to_thread.run_sync(auditor.worker.audit_now, job, auditor.settings.sync_budget_s)
     if record.outcome == "success":
         status = 200
     elif record.outcome == "timeout":
@@ -112,14 +112,14 @@ async def audit_now(request: Request) -> Response:
 
 async def auditor_status(request: Request) -> Response:
     auditor = _instance()
-    if (denied := check_bearer(request, auditor.runtime.settings.auth_token_value())) is not None:
+    if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
         return denied
     return JSONResponse(await anyio.to_thread.run_sync(auditor.status))
 
 
 async def report(request: Request) -> Response:
     auditor = _instance()
-    return await report_response(request, auditor.runtime.store, auditor.runtime.settings.auth_token_value())
+    return await report_response(request, auditor.store, auditor.settings.auth_token_value())
 
 
 records_app = Starlette(

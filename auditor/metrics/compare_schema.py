@@ -109,7 +109,7 @@ class CompareSettings(_Strict):
 
 
 class ComparisonReport(_Strict):
-    kind: Literal["interaction-auditor.metrics.compare"] = "interaction-auditor.metrics.compare"
+    kind: Literal["interaction-auditor.compare"] = "interaction-auditor.compare"
     schema_version: int = 1
     model_a: ModelSummary
     model_b: ModelSummary

@@ -173,7 +173,7 @@ class MethodNote(_Strict):
 class ReportModel(_Strict):
     """Everything a compliance report shows; the HTML page is a rendering of exactly this."""
 
-    kind: Literal["interaction-auditor.reports.build"] = "interaction-auditor.reports.build"
+    kind: Literal["interaction-auditor.report"] = "interaction-auditor.report"
     schema_version: int = REPORT_SCHEMA_VERSION
     title: str
     generated_at: datetime

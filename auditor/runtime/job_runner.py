@@ -2,7 +2,7 @@
 
 :class:`ModelJobRunner` is what the auditor service gives its :class:`~auditor.runtime.worker.AuditWorker`:
 one loaded model, the settings, and the recipe of one audit (``auditor.audit.audit_prompt``, then
-``auditor.metrics.compute_metrics``), turned into an :class:`~auditor.runtime.records.AuditRecord`
+``auditor.metrics.audit_metrics.compute_metrics``), turned into an :class:`~auditor.runtime.records.AuditRecord`
 with the prompt redacted as configured and the flags of the configured thresholds.
 """
 
