@@ -19,6 +19,7 @@ imported inside the handlers.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -174,12 +175,27 @@ def _build_summary(
                 "path": str(path),
                 "cached": cached[name],
                 "hash": infos[name].get("hash"),
+                "weights_sha256": _weights_sha256(path),
                 "seconds": infos[name].get("seconds"),
                 "metrics": infos[name].get("metrics"),
             }
             for name, path in paths.items()
         ],
     }
+
+
+def _weights_sha256(path: Path) -> str | None:
+    """The build's fingerprint: sha256 of its weights file. Two builds of one spec agree bit for bit
+    only on the same CPU kernels (docs/testbed.md, "Builds across machines"), so this is what to
+    compare when a testbed figure differs between machines."""
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _register_build(subparsers: Any) -> None:

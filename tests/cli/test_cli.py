@@ -9,6 +9,7 @@ tested (a typo must not cost a model load).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -30,6 +31,10 @@ COMMANDS: dict[tuple[str, ...], bool] = {
     ("compare",): True,
     ("testbed", "build"): True,
     ("testbed", "validate"): True,
+    ("records", "verify"): True,
+    ("records", "export"): True,
+    ("records", "copy"): True,
+    ("records", "stats"): True,
 }
 # imported by the commands when they run, never while the parsers are built (--help must be instant)
 HEAVY_MODULES = ("torch", "transformers", "numpy", "scipy", "numba", "highspy", "bentoml", "pydantic", "rich")
@@ -412,6 +417,7 @@ def _fake_built_model(path: Path, name: str, accuracy: float) -> dict:
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}")
     (path / "testbed.json").write_text(json.dumps(info))
+    (path / "model.safetensors").write_bytes(f"weights of {name}".encode())
     return info
 
 
@@ -428,8 +434,10 @@ def test_testbed_build_json_reports_cached_models(capsys, tmp_path):
     summary = json.loads(out)
     assert summary["root"] == str(tmp_path) and summary["seed"] == 3 and summary["template_set"] == "standard"
     [model] = summary["models"]
+    weights = hashlib.sha256(b"weights of shortcut").hexdigest()  # the build's fingerprint: sha256 of its weights
     assert model == {"name": "shortcut", "path": str(model_dir(spec, tmp_path)), "cached": True,
-                     "hash": spec_hash(spec), "seconds": info["seconds"], "metrics": info["metrics"]}
+                     "hash": spec_hash(spec), "weights_sha256": weights, "seconds": info["seconds"],
+                     "metrics": info["metrics"]}
     assert summary["seconds"] >= 0 and "cached at" in err  # progress went to stderr
 
 
