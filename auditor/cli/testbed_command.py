@@ -5,7 +5,7 @@ trains the models that are not cached yet and prints each model's measured train
 and loss, generalization gap and conflict accuracy (with ``--json``: one object with every model's
 path, whether it was cached, its timings and metrics).
 
-``testbed validate [--prompts 20] [--seed S] [--template-set T] [--json]`` builds what is missing,
+``testbed validate [--prompts 40] [--seed S] [--template-set T] [--json]`` builds what is missing,
 audits every model on conflict prompts of its own world (see ``auditor.testbed.acceptance``) and prints per
 model the held-out accuracy, generalization gap, mean misattribution, overfitting score, sparsity
 and cancellation, then the two acceptance figures (misattribution AUC, overfitting Spearman) with
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from auditor.cli import EXIT_NOT_ACCEPTED, EXIT_OK, CliError
+
+DEFAULT_PROMPTS = 40  # = auditor.testbed.acceptance.DEFAULT_PROMPTS (checked in tests/cli/test_cli.py); light copy for --help
 
 
 def _add_world_options(parser: argparse.ArgumentParser) -> None:
@@ -272,11 +274,13 @@ def _validation_tables(report: Any) -> list[Any]:
         *([share(report.misattribution_stability)] if stable_column else []),
         *(["-"] if subset_column else []),
     )
+    ranking_ok = report.overfitting_spearman >= acceptance.OVERFITTING_SPEARMAN_TARGET - 1e-9
     checks.add_row(
         f"overfitting Spearman vs measured gap ({len(report.family)} models)",
         f"{report.overfitting_spearman:.3f}",
-        f">= {acceptance.OVERFITTING_SPEARMAN_TARGET}",
-        verdict(report.overfitting_ok),
+        f">= {acceptance.OVERFITTING_SPEARMAN_TARGET}, or as reliable as the reference",
+        verdict(report.overfitting_ok) + ("" if ranking_ok or not report.overfitting_ok
+                                          else " (as reliable as the reference)"),
         *([share(report.overfitting_stability)] if stable_column else []),
         *([share(report.overfitting_subsample_share)] if subset_column else []),
     )
@@ -387,7 +391,8 @@ def _register_validate(subparsers: Any) -> None:
         "acceptance target (the tables say which).",
     )
     _add_world_options(parser)
-    parser.add_argument("--prompts", type=int, default=20, help="conflict prompts audited per model (default 20)")
+    parser.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
+                        help=f"conflict prompts audited per model (default {DEFAULT_PROMPTS}, the acceptance's)")
     parser.add_argument("--qthres", type=float, default=0.04, help="bound on the q correction (default 0.04)")
     parser.add_argument("--baseline", default="auto", choices=["auto", "pad", "unk", "mean"],
                         help="masking baseline embedding, as in production (auto: pad, else unk, else mean)")

@@ -34,6 +34,9 @@ from auditor.testbed.names import CLEAN, OVERFIT_FAMILY, SHORTCUT
 from auditor.testbed.prompts import AuditPrompt
 from auditor.testbed.train import encode, evaluate_encoded
 
+DEFAULT_PROMPTS = 40
+"""Conflict prompts audited per model: the owners' acceptance is read at 40 (20 is a documented reading,
+met about 84% of the time by a sound estimator and 88% by the gold-answer loss itself: docs/testbed.md)."""
 MISATTRIBUTION_AUC_TARGET = 0.95
 OVERFITTING_SPEARMAN_TARGET = 0.9
 # Rank statistics take a few exact values (five levels with one adjacent swap: exactly 0.9), which
@@ -111,7 +114,20 @@ class ValidationReport:
 
     @property
     def overfitting_ok(self) -> bool:
-        return self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING
+        """Spearman >= 0.9, or the estimator ranks the family at least as reliably as the reference."""
+        return self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING or self.as_reliable_as_reference
+
+    @property
+    def as_reliable_as_reference(self) -> bool:
+        """The owners' second way to accept the overfitting ranking: on the same bootstrap draws of the
+        audited prompts (``overfitting_stability`` and ``loss_stability`` share the seed, so every draw
+        resamples the same prompt indices for both), the window score meets Spearman >= 0.9 in at least
+        as many draws as the prompts' own gold-answer losses do. When even the losses cannot carry
+        the gap ordering, the sample is too small to blame the estimator. Needs both shares
+        (``resamples`` > 0); without them only the Spearman counts."""
+        if self.overfitting_stability is None or self.loss_stability is None:
+            return False
+        return self.overfitting_stability >= self.loss_stability
 
     def to_dict(self) -> dict:
         return {
@@ -135,6 +151,7 @@ class ValidationReport:
             "overfitting_spearman_target": OVERFITTING_SPEARMAN_TARGET,
             "misattribution_ok": self.misattribution_ok,
             "overfitting_ok": self.overfitting_ok,
+            "as_reliable_as_reference": self.as_reliable_as_reference,
             "misattribution_stability": self.misattribution_stability,
             "overfitting_stability": self.overfitting_stability,
             "resamples": self.resamples,
@@ -229,7 +246,7 @@ def per_prompt_auc(positives: Sequence[float], negatives: Sequence[float]) -> fl
 
 
 def validate(
-    prompts_count: int = 20,
+    prompts_count: int = DEFAULT_PROMPTS,
     *,
     root: str | Path | None = None,
     seed: int = 0,

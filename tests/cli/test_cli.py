@@ -107,6 +107,10 @@ def test_parser_constants_match_the_library():
     from auditor.testbed.specs import model_specs
 
     assert interactions.SALIENT_THRESHOLD == DEFAULT_SALIENT_THRESHOLD
+    from auditor.cli import testbed_command
+    from auditor.testbed import acceptance
+
+    assert testbed_command.DEFAULT_PROMPTS == acceptance.DEFAULT_PROMPTS == 40  # the owners' acceptance
     # models takes its names from the light module, so the parsers' --only choices are the library's
     assert models.MODEL_NAMES is names.MODEL_NAMES and specs.OVERFIT_FAMILY is names.OVERFIT_FAMILY
     assert specs.ENV_ROOT is names.ENV_ROOT and list(model_specs()) == list(names.MODEL_NAMES)
@@ -394,8 +398,8 @@ def test_testbed_validate_rejects_too_few_prompts(capsys):
         (["testbed", "validate", "--qthres", "1"], "--qthres must be in [0, 1)"),
         (["testbed", "validate", "--workers", "0"], "--workers must be at least 1"),
         (["testbed", "validate", "--resamples", "-1"], "--resamples must be >= 0"),
-        (["testbed", "validate", "--subsample", "21"], "--subsample must be between 2 and --prompts (20)"),
-        (["testbed", "validate", "--subsample", "1"], "--subsample must be between 2 and --prompts (20)"),
+        (["testbed", "validate", "--subsample", "41"], "--subsample must be between 2 and --prompts (40)"),
+        (["testbed", "validate", "--subsample", "1"], "--subsample must be between 2 and --prompts (40)"),
         (["testbed", "validate", "--subsample", "10", "--resamples", "0"], "--subsample needs --resamples > 0"),
         (["testbed", "build", "--workers", "0"], "--workers must be at least 1"),
     ],

@@ -235,3 +235,44 @@ def test_a_subset_of_every_prompt_is_the_verdict_itself():
     assert overfitting_stability(family, resamples=20, size=4) == float(verdict)
     with pytest.raises(ValueError, match="cannot be drawn"):
         overfitting_stability(family, resamples=20, size=5)
+
+
+@pytest.mark.parametrize(
+    ("spearman", "estimator", "reference", "accepted"),
+    [
+        (0.8, 0.70, 0.60, True),   # below 0.9, but meets it in more of the same draws than the gold loss
+        (0.8, 0.60, 0.60, True),   # "at least as reliable": a tie is enough
+        (0.8, 0.50, 0.60, False),  # less reliable than the reference
+        (0.95, 0.10, 0.90, True),  # Spearman >= 0.9 alone still accepts
+        (0.8, None, None, False),  # without resamples only the Spearman counts
+    ],
+)
+def test_overfitting_is_accepted_at_spearman_or_when_as_reliable_as_the_reference(
+    spearman, estimator, reference, accepted
+) -> None:
+    report = acceptance.ValidationReport(
+        models=[], misattribution_auc=1.0, overfitting_spearman=spearman, resamples=0 if estimator is None else 500,
+        overfitting_stability=estimator, loss_stability=reference,
+    )
+    assert report.overfitting_ok is accepted
+    assert report.to_dict()["overfitting_ok"] is accepted
+    assert report.accepted is accepted
+
+
+def test_the_table_says_when_the_ranking_passes_by_reliability():
+    from rich.console import Console
+
+    from auditor.cli.testbed_command import _validation_tables
+
+    family = _swapping_family()
+    for model in family:
+        model.answer_loss = [1.0] * 4
+    report = acceptance.ValidationReport(
+        models=family, misattribution_auc=1.0, overfitting_spearman=0.8, family=[m.name for m in family],
+        resamples=40, overfitting_stability=0.7, loss_spearman=0.7, loss_stability=0.6,
+    )
+    console = Console(record=True, width=300)
+    for table in _validation_tables(report):
+        console.print(table)
+    overfitting = next(line for line in console.export_text().splitlines() if "overfitting Spearman" in line)
+    assert "pass (as reliable as the reference)" in overfitting and "70%" in overfitting
