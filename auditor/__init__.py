@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     # game and audit: one model, one prompt, one answer
     "PlayerSpec": "auditor.game.players",
     "PlayerError": "auditor.game.players",
+    "SegmentSpec": "auditor.game.granularity",
+    "GRANULARITIES": "auditor.game.granularity",
+    "OverBudgetError": "auditor.game.planning",
     "score_masks": "auditor.game.scoring",
     "GameValues": "auditor.game.scoring",
     "LoadedModel": "auditor.game.loading",
@@ -57,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "AuditJob": "auditor.runtime.jobs",
     "ChatMessage": "auditor.runtime.jobs",
     "PlayerHint": "auditor.runtime.jobs",
+    "SegmentHint": "auditor.runtime.jobs",
     "AuditRecord": "auditor.runtime.records",
     "open_store": "auditor.runtime.store",
     "AuditStore": "auditor.runtime.store",
@@ -104,12 +108,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from auditor.engine.extraction import SolverOptions, extract_batch, extract_interactions
     from auditor.engine.interactions import Interactions, SalientTerm
     from auditor.game.loading import LoadedModel, ModelLoadError
+    from auditor.game.granularity import GRANULARITIES, SegmentSpec
+    from auditor.game.planning import OverBudgetError
     from auditor.game.players import PlayerError, PlayerSpec
     from auditor.game.scoring import GameValues, score_masks
     from auditor.metrics.audit_metrics import AuditMetrics, compute_metrics, overfitting_over_window
     from auditor.reports import ReportModel, build_report, render_html, render_json
     from auditor.runtime.job_runner import ModelJobRunner
-    from auditor.runtime.jobs import AuditJob, ChatMessage, PlayerHint
+    from auditor.runtime.jobs import AuditJob, ChatMessage, PlayerHint, SegmentHint
     from auditor.runtime.model_source import load_model
     from auditor.runtime.records import AuditRecord
     from auditor.runtime.sampling import Sampler, SamplingSignals

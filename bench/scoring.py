@@ -12,9 +12,14 @@ callback), stops, and extrapolates linearly over the planned number of calls; th
 ``--full`` runs everything to the end. The trie and auto strategies (the product) always run fully,
 and their values are checked against a naive full-logits forward on a sample of masks.
 
+``--layout passages`` is the long-prompt (RAG) layout: a short instruction, n contiguous passages
+filling the prompt (each one player of many tokens, i.e. one trie level), and a short question at
+the end; it reports the tokens computed by the trie against plain batching.
+
 Examples::
 
     python bench/scoring.py                      # CPU, ~20M Llama, n = 10, 128 + 16 tokens
+    python bench/scoring.py --preset tiny --layout passages --prompt-tokens 2000   # 10 passages
     python bench/scoring.py --quick --json       # n = 8, fewer sampled calls
     python bench/scoring.py --device cuda --dtype bf16 --preset qwen2-7b --full   # GPU session
 """
@@ -114,8 +119,26 @@ def make_request(vocab_size: int, prompt_tokens: int, answer_tokens: int, n: int
     return prompt, specs, answer, starts
 
 
+def make_passages_request(vocab_size: int, prompt_tokens: int, answer_tokens: int, n: int, seed: int):
+    """A RAG-shaped prompt: 20 instruction tokens, n contiguous passages, a 30-token question."""
+    g = torch.Generator().manual_seed(seed)
+    words = [f"w{int(i)}" for i in torch.randint(3, vocab_size, (prompt_tokens,), generator=g)]
+    body = prompt_tokens - 50
+    if body < n:
+        raise SystemExit(f"--prompt-tokens {prompt_tokens} is too short for {n} passages")
+    bounds = [20 + body * i // n for i in range(n + 1)]
+    char_at = [0]
+    for w in words[:-1]:
+        char_at.append(char_at[-1] + len(w) + 1)
+    spans = list(zip(bounds, bounds[1:]))
+    specs = [PlayerSpec(start=char_at[a], end=char_at[b - 1] + len(words[b - 1])) for a, b in spans]
+    answer = torch.randint(3, vocab_size, (answer_tokens,), generator=g).tolist()
+    return " ".join(words), specs, answer, spans
+
+
 def naive_values(model, tokenizer, prompt, answer, starts, masks, baseline) -> list[float]:
-    """The reference approach: one plain forward per mask, full-vocabulary logits."""
+    """The reference approach: one plain forward per mask, full-vocabulary logits. ``starts``:
+    one-token players' positions, or (start, end) token spans."""
     ids = tokenizer(prompt)["input_ids"] + answer[:-1]
     emb = model.get_input_embeddings()
     out = []
@@ -125,7 +148,8 @@ def naive_values(model, tokenizer, prompt, answer, starts, masks, baseline) -> l
             x = base.clone()
             for i, s in enumerate(starts):
                 if not (mask >> i) & 1:
-                    x[s] = baseline
+                    a, b = s if isinstance(s, tuple) else (s, s + 1)
+                    x[a:b] = baseline
             logits = model(inputs_embeds=x[None]).logits[0].float()
             pos = torch.arange(len(ids) - len(answer), len(ids))
             z = logits[pos]
@@ -198,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repeat", type=int, default=1, help="timed repeats of the full runs (median reported)")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by GPU name)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="spread", choices=["spread", "passages"],
+                   help="spread: one-token players spread evenly; passages: n contiguous passages (RAG)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -208,8 +234,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     preset = PRESETS[args.preset]
     model = build_model(preset, args.device, dtype, args.seed)
     tok = build_tokenizer(preset["vocab_size"])
-    prompt, specs, answer, starts = make_request(preset["vocab_size"], args.prompt_tokens, args.answer_tokens,
-                                                 args.n, args.seed)
+    make = make_passages_request if args.layout == "passages" else make_request
+    prompt, specs, answer, spans = make(preset["vocab_size"], args.prompt_tokens, args.answer_tokens, args.n, args.seed)
+    starts = [s[0] if isinstance(s, tuple) else s for s in spans]
     seq_len = args.prompt_tokens + args.answer_tokens - 1
     if args.chunk_size is None and args.device.startswith("cuda"):
         chunk = choose_chunk_size(model, seq_len, args.answer_tokens, preset["vocab_size"], 2**args.n, None)
@@ -250,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with torch.inference_mode():
         baseline = model.get_input_embeddings()(torch.tensor([tok.pad_token_id], device=args.device))[0]
     check_masks = sorted({0, 2**args.n - 1, *torch.randint(0, 2**args.n, (6,), generator=torch.Generator().manual_seed(1)).tolist()})
-    naive = naive_values(model, tok, prompt, answer, starts, check_masks, baseline)
+    naive = naive_values(model, tok, prompt, answer, spans, check_masks, baseline)
     for row in rows:
         game = games.get(row.strategy)
         if game is not None:
@@ -274,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "n_players": args.n,
+        "layout": args.layout,
         "prompt_tokens": args.prompt_tokens,
         "answer_tokens": args.answer_tokens,
         "player_token_starts": starts,
@@ -298,7 +326,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _print_table(result: dict[str, Any]) -> None:
     print(f"{result['preset']} ({result['params'] / 1e6:.1f}M params) on {result['device']} "
-          f"[{result['device_name']}], {result['dtype']}, {result['threads']} threads; n = {result['n_players']}, "
+          f"[{result['device_name']}], {result['dtype']}, {result['threads']} threads; n = {result['n_players']} "
+          f"({result['layout']}), "
           f"{result['prompt_tokens']} prompt + {result['answer_tokens']} answer tokens, chunk {result['chunk_size']}")
     head = f"{'strategy':<9}{'seconds':>10}{'tokens':>10}{'calls':>7}{'speedup':>9}{'tok ratio':>11}{'max|dv|':>10}  note"
     print(head)

@@ -415,7 +415,7 @@ def pipeline_panels() -> list[gts.Panel]:
         stacked_bars(
             timeseries(
                 "Finished audits by outcome",
-                "Finished audits per second by outcome: success, failed, timeout.",
+                "Finished audits per second by outcome: success, failed, timeout, skipped, cancelled, over_budget.",
                 [(sum_rate(auditor("audits_total"), "outcome"), "{{outcome}}")],
                 "ops",
             )
@@ -441,6 +441,18 @@ def pipeline_panels() -> list[gts.Panel]:
             [(sum_rate(auditor("errors_total"), "stage"), "{{stage}}")],
             "ops",
             span=8,
+        ),
+        timeseries(
+            "Store spool: waiting, flushed, dropped",
+            "The audit store's outage spool (auditor/runtime/spool.py), summed over replicas: records "
+            "waiting on local disk because the store (AUDITOR_STORE_URL) did not answer, records flushed "
+            "into the chain per second, and records lost per second (store down and spool full). Waiting "
+            "above 0 for long: InteractionAuditorStoreSpooling; any loss: InteractionAuditorStoreSpoolDropping.",
+            [(f"sum by (model) ({auditor('store_spool_depth')})", "{{model}} waiting"),
+             (sum_rate(auditor("store_spool_flushed_total"), "model"), "{{model}} flushed/s"),
+             (sum_rate(auditor("store_spool_dropped_total"), "model"), "{{model}} dropped/s")],
+            "short",
+            span=24,
         ),
     ]
 

@@ -26,7 +26,6 @@ them, so they are reachable on the product's single port.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import anyio
@@ -38,7 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from auditor import AuditJob
-from service.common import check_bearer, json_error, read_json, service_settings
+from service.common import check_bearer, json_error, read_json, safe_request_id, service_settings
+from service import route_labels
 from service.audits_route import audits_response
 from service.report_route import report_response
 from service.schemas import AuditRequest, SubmitResponse, validation_message, error_field
@@ -46,6 +46,7 @@ from service.schemas import AuditRequest, SubmitResponse, validation_message, er
 logger = logging.getLogger("interaction_auditor.auditor")
 
 SETTINGS = service_settings()
+route_labels.install()  # bounded `endpoint` labels on BentoML's HTTP metrics (issue 17)
 _INSTANCE: Auditor | None = None  # the Auditor of this process (set in __init__)
 
 
@@ -53,6 +54,26 @@ def _instance() -> Auditor:
     if _INSTANCE is None:
         raise RuntimeError("the auditor is not initialised yet")
     return _INSTANCE
+
+
+def _journal(s: Any) -> Any:
+    """The write-ahead job journal (``AUDITOR_JOURNAL_PATH``, default beside a SQLite store)."""
+    from auditor.runtime.journal import JobJournal, journal_path_for
+
+    path = s.journal_path or journal_path_for(s.store_url)
+    return JobJournal(path) if path is not None else None
+
+
+def _store_status(store: Any, url: str) -> dict[str, Any]:
+    """Records and spooled records; a store that does not answer is a status, not an error."""
+    from auditor.runtime.store_base import StoreError
+
+    status: dict[str, Any] = {"url": url, "spooled": store.spool.depth()}
+    try:
+        status["records"] = store.count()
+    except StoreError as error:
+        status.update(records=None, error=str(error))
+    return status
 
 
 def _own_process() -> bool:
@@ -77,6 +98,8 @@ async def get_audit(request: Request) -> Response:
     if (denied := check_bearer(request, auditor.settings.auth_token_value())) is not None:
         return denied
     audit_id = request.path_params["audit_id"]
+    if len(audit_id) > 128:  # longer than any audit id (AuditRecord.audit_id): unknown, and not echoed
+        return json_error(404, "audit_id", "no audit with this id")
     record = await anyio.to_thread.run_sync(auditor.store.get, audit_id)
     if record is None:
         return json_error(404, "audit_id", f"no audit {audit_id!r}")
@@ -91,7 +114,8 @@ async def audit_now(request: Request) -> Response:
         body = await read_json(request)
         req = AuditRequest.model_validate(body)
         fields = req.model_dump(exclude_none=True, exclude={"request_id"})
-        job = AuditJob(**fields, request_id=req.request_id or os.urandom(16).hex(), sampling_reason="forced",
+        request_id, replaced = safe_request_id(req.request_id)  # never a CR/LF or NUL in records and logs
+        job = AuditJob(**fields, request_id=request_id, request_id_replaced=replaced, sampling_reason="forced",
                        sampling_probability=1.0)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
@@ -105,6 +129,8 @@ async def audit_now(request: Request) -> Response:
         status = 200
     elif record.outcome == "timeout":
         status = 504
+    elif record.outcome == "over_budget":  # the prompt does not fit a configured limit: the error names it
+        status = 422
     else:  # bad players are the caller's problem; anything else is ours
         status = 422 if (record.error or "").startswith("players") else 500
     return JSONResponse(record.model_dump(mode="json"), status_code=status)
@@ -145,7 +171,9 @@ records_app = Starlette(
 )
 class Auditor:
     def __init__(self) -> None:
-        from auditor import AuditorTelemetry, AuditWorker, ModelJobRunner, __version__, load_model, open_store
+        from auditor import AuditorTelemetry, AuditWorker, ModelJobRunner, __version__, load_model
+        from auditor.runtime.durable_jobs import JobPump, durable_jobs_for
+        from auditor.runtime.spool import open_service_store
 
         global _INSTANCE
         self.settings = s = SETTINGS
@@ -155,7 +183,9 @@ class Auditor:
             torch.set_num_threads(s.cpu_threads()[1])
         self.telemetry = AuditorTelemetry(s.metrics_model)
         self.telemetry.set_build_info(__version__)
-        self.store = open_store(s.store_url)
+        # behind an outage spool; a bad or unreachable AUDITOR_STORE_URL is logged, never fatal (the LLM serves)
+        self.store = open_service_store(s.store_url, spool_dir=s.spool_dir, max_records=s.spool_max_records,
+                                        telemetry=self.telemetry)
         self.worker = None
         self.loaded = None
         if s.audit_enabled:
@@ -178,16 +208,27 @@ class Auditor:
                 fault=s.fault,
                 cpu_priority=s.auditor_cpu_priority,  # per thread: safe even when the LLM shares the process
                 nice=s.auditor_nice,
+                journal=_journal(s),  # accepted jobs survive kill -9 as a trace (auditor/runtime/journal.py)
             ).start()
+        # forced audits are durable jobs that any live auditor runs (auditor/runtime/durable_jobs.py)
+        self.jobs = durable_jobs_for(s.store_url, lease_s=2 * s.audit_timeout_s + 60) if self.worker else None
+        self.pump = JobPump(self.jobs, self.worker.audit_now).start() if self.jobs and self.worker else None
         _INSTANCE = self
         logger.info("auditor ready: model %s on %s, queue %d, budget %.0f s, store %s", s.model, s.audit_device,
-                    s.queue_size, s.audit_timeout_s, s.store_url)
+                    s.queue_size, s.audit_timeout_s, s.public_dict()["store_url"])
 
     @bentoml.api
     async def submit(self, job: AuditJob) -> SubmitResponse:
         """Queue an audit without waiting for it (the LLM service's fire-and-forget hand-off)."""
         if self.worker is None:
             return SubmitResponse(accepted=False, reason="disabled", queue_depth=0)
+        if self.jobs is not None and self.pump is not None and job.sampling_reason == "forced":
+            try:  # durable before it is acknowledged; run by whichever auditor claims it first
+                await anyio.to_thread.run_sync(self.jobs.enqueue, job)
+                self.pump.wake()
+                return SubmitResponse(accepted=True, reason="queued", queue_depth=self.worker.status()["queue_depth"])
+            except Exception:  # noqa: BLE001 - the database is down: the in-memory queue, as for sampled audits
+                logger.warning("could not store forced audit %s as a durable job", job.request_id, exc_info=True)
         result = self.worker.submit(job)
         return SubmitResponse(accepted=result.accepted, reason=result.reason, queue_depth=result.queue_depth)
 
@@ -195,7 +236,7 @@ class Auditor:
         worker = self.worker.status() if self.worker is not None else {"alive": False, "disabled": True}
         return {
             "worker": worker,
-            "store": {"url": self.settings.store_url, "records": self.store.count()},
+            "store": _store_status(self.store, self.settings.public_dict()["store_url"]),
             "model": {"id": self.settings.model, "label": self.settings.metrics_model,
                       "revision": self.loaded.revision if self.loaded else None,
                       "device": self.loaded.device if self.loaded else None},
@@ -207,6 +248,9 @@ class Auditor:
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        if self.worker is not None:
-            self.worker.stop(timeout=2.0)
+        if self.pump is not None:  # durable jobs not yet run stay in the table for the next auditor
+            self.pump.stop(timeout=2.0)
+        if self.worker is not None:  # drain within the grace period; what is left is stored as cancelled
+            cancelled = self.worker.stop(timeout=2.0, drain_s=self.settings.shutdown_grace_s)
+            logger.info("auditor stopped: %d queued audits cancelled", cancelled)
         self.store.close()

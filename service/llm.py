@@ -31,7 +31,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -41,7 +40,7 @@ from urllib.request import url2pathname
 import anyio
 import bentoml
 import httpx
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictInt, ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -50,7 +49,8 @@ from starlette.routing import Route
 
 from service.auditor import Auditor
 from service.auditor import records_app as auditor_records_app
-from service.common import json_error, openai_error, read_json, service_settings
+from service.common import SAFE_REQUEST_ID, ControlCharPaths, JsonBodyOnly, json_error, openai_error, read_json, safe_request_id, service_settings
+from service import openapi, route_labels
 from service.hook import AuditHook
 from service.generation import Generation, Generator, IncrementalDecoder, RenderedRequest, RequestError
 from service.schemas import (
@@ -65,6 +65,7 @@ from service.schemas import (
 logger = logging.getLogger("interaction_auditor.llm")
 
 SETTINGS = service_settings()
+route_labels.install()  # bounded `endpoint` labels on BentoML's HTTP metrics (issue 17)
 _INSTANCE: LLM | None = None
 REPORT_TIMEOUT_S = 120.0  # a report reads (and hash-verifies) the whole store: longer than a record lookup
 # response headers of the auditor's routes passed on to the client (the report's CSP and no-store included)
@@ -86,6 +87,7 @@ class Answered:
     rendered: RenderedRequest
     generation: Generation | None
     hints: AuditHints | None
+    request_id_replaced: bool = False  # the caller's id was unsafe to echo (service.common.safe_request_id)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -130,10 +132,10 @@ async def chat_completions(request: Request) -> Response:
         return openai_error(e.status, str(e), param=e.field)
     except ValueError as e:
         return openai_error(400, str(e), param="messages")
-    rid = llm.request_id(request, None)
+    rid, replaced = llm.request_id(request, None)
     created = int(time.time())
     cid = f"chatcmpl-{rid}"
-    answered = Answered(rid, rendered, None, req.audit)
+    answered = Answered(rid, rendered, None, req.audit, replaced)
     params = {"temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "stop": req.stop or ()}
     headers = {"X-Request-ID": rid}
     if not req.stream:
@@ -192,10 +194,10 @@ async def completions(request: Request) -> Response:
         llm.check_hints(rendered, req.audit, field="audit.spans")
     except RequestError as e:
         return openai_error(e.status, str(e), param=e.field)
-    rid = llm.request_id(request, None)
+    rid, replaced = llm.request_id(request, None)
     created = int(time.time())
     cid = f"cmpl-{rid}"
-    answered = Answered(rid, rendered, None, req.audit)
+    answered = Answered(rid, rendered, None, req.audit, replaced)
     params = {"temperature": req.temperature, "top_p": req.top_p, "seed": req.seed, "stop": req.stop or ()}
     headers = {"X-Request-ID": rid}
     prefix = req.prompt if req.echo else ""
@@ -253,6 +255,15 @@ async def forward_to_auditor(request: Request) -> Response:
     return await _instance().forward(request)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unmatched paths and methods answer the documented JSON error body, not Starlette's text."""
+    status = getattr(exc, "status_code", 404)
+    response = json_error(status, "path" if status == 404 else "method",
+                          "no such route" if status == 404 else "method not allowed on this route")
+    response.headers.update(getattr(exc, "headers", None) or {})  # a 405 keeps its Allow header
+    return response
+
+
 api_app = Starlette(
     routes=[
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -263,8 +274,12 @@ api_app = Starlette(
         Route("/audits/{audit_id}", forward_to_auditor, methods=["GET"]),
         Route("/auditor/status", forward_to_auditor, methods=["GET"]),
         Route("/report", forward_to_auditor, methods=["GET"]),
-    ]
+    ],
+    exception_handlers={404: _http_error, 405: _http_error},
 )
+# /docs.json documents these routes too, with the limits this server enforces (service/openapi.py)
+openapi.register(api_app, lambda: openapi.llm_paths(SETTINGS.max_prompt_chars, SETTINGS.max_new_tokens_limit))
+openapi.install()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -306,9 +321,14 @@ class LLM:
     @bentoml.api
     async def generate(
         self,
-        prompt: Annotated[str, Field(min_length=1, description="The prompt to complete.")],
-        max_new_tokens: Annotated[int | None, Field(ge=1, description="Tokens to generate at most.")] = None,
-        request_id: Annotated[str | None, Field(min_length=1, max_length=256)] = None,
+        prompt: Annotated[str, Field(min_length=1, max_length=SETTINGS.max_prompt_chars,
+                                     description="The prompt to complete.")],
+        max_new_tokens: Annotated[StrictInt | None, Field(ge=1, le=SETTINGS.max_new_tokens_limit,
+                                                          description="Tokens to generate at most.")] = None,
+        request_id: Annotated[str | None, Field(
+            min_length=1, max_length=256,
+            description="Echoed in X-Request-ID when it matches " + SAFE_REQUEST_ID.pattern
+            + "; otherwise replaced by a random id (the audit record notes it).")] = None,
         audit: AuditHints | None = None,
         ctx: bentoml.Context = None,  # type: ignore[assignment]
     ) -> GenerateResponse:
@@ -322,11 +342,11 @@ class LLM:
             if ctx is not None:  # BentoML copies ctx.response.status_code onto the response
                 ctx.response.status_code = e.status
             return json_error(e.status, e.field, e.message)  # type: ignore[return-value]
-        rid = self.request_id(ctx.request if ctx is not None else None, request_id)
+        rid, replaced = self.request_id(ctx.request if ctx is not None else None, request_id)
         gen = await self.run_generation(rendered, max_new)
         if ctx is not None:
             ctx.response.headers["X-Request-ID"] = rid
-            ctx.response.background.add_task(self.after_answer, Answered(rid, rendered, gen, audit))
+            ctx.response.background.add_task(self.after_answer, Answered(rid, rendered, gen, audit, replaced))
         return GenerateResponse(request_id=rid, model=self.model_name, text=gen.text,
                                 prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                                 finish_reason=gen.finish_reason)  # type: ignore[arg-type]
@@ -339,26 +359,34 @@ class LLM:
                             param="model", code="model_not_found")
 
     def check_hints(self, rendered: RenderedRequest, hints: AuditHints | None, field: str) -> None:
-        """Reject audit spans that are not in the prompt (400 naming the span) before generating."""
-        if hints is None or not hints.spans:
+        """Reject audit spans and segments that are not in the prompt (400 naming the span or the
+        segment id) before generating."""
+        if hints is None or not (hints.spans or hints.segments):
             return
+        from auditor.game.granularity import segment_players
         from auditor.game.players import PlayerError, players_from_specs, render_prompt
 
         try:
             players_rendered = render_prompt(self.generator.tokenizer, prompt=rendered.prompt,
                                              messages=rendered.messages)
-            players_from_specs(players_rendered, [h.to_spec() for h in hints.spans])
+            if hints.spans:
+                players_from_specs(players_rendered, [h.to_spec() for h in hints.spans])
         except PlayerError as e:
             raise RequestError(field, str(e)) from None
+        try:
+            if hints.segments:
+                segment_players(players_rendered, [g.to_spec() for g in hints.segments],
+                                messages=rendered.messages)
+        except PlayerError as e:
+            raise RequestError(field.replace("spans", "segments"), str(e)) from None
 
     @staticmethod
-    def request_id(request: Any, given: str | None) -> str:
-        if given:
-            return given
-        header = request.headers.get("x-request-id") if request is not None else None
-        if header and 0 < len(header) <= 256:
-            return header
-        return uuid.uuid4().hex
+    def request_id(request: Any, given: str | None) -> tuple[str, bool]:
+        """``(id, replaced)`` from the body's ``request_id``, else the ``X-Request-ID`` header, else a
+        random id; an id unsafe to echo is replaced (:func:`service.common.safe_request_id`)."""
+        if not given and request is not None:
+            given = request.headers.get("x-request-id") or None
+        return safe_request_id(given)
 
     def _get_limiter(self) -> anyio.CapacityLimiter:
         if self._limiter is None:
@@ -424,8 +452,11 @@ class LLM:
             answer_ids=gen.answer_ids,
             confidence=gen.confidence,
             spans=list(hints.spans) if hints else (),
+            granularity=hints.granularity if hints else None,
+            segments=list(hints.segments) if hints else (),
             force=bool(hints and hints.force),
             flag=bool(hints and hints.flag),
+            request_id_replaced=answered.request_id_replaced,
         )
 
     # ---- record endpoints: forwarded to the auditor -----------------------------------------
@@ -456,13 +487,20 @@ class LLM:
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type", "accept")}
         path = request.url.path
         timeout = {"/audit": self.settings.sync_budget_s + 30.0, "/report": REPORT_TIMEOUT_S}.get(path, 30.0)
+        # the path as the client sent it (still percent-encoded): the decoded one may hold control
+        # characters (GET /audits/%03) that httpx refuses to put in a URL
+        raw_path = request.scope.get("raw_path") or path.encode()
+        url = httpx.URL(raw_path=raw_path.split(b"?", 1)[0] + (b"?" + request.url.query.encode()
+                                                               if request.url.query else b""))
         try:
             resp = await self._auditor_client().request(
-                request.method, request.url.path, params=list(request.query_params.multi_items()),
-                content=await request.body(), headers=headers, timeout=timeout,
+                request.method, url, content=await request.body(), headers=headers, timeout=timeout,
             )
         except httpx.HTTPError as e:
             return json_error(503, None, f"the auditor service is unavailable: {type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - e.g. httpx.InvalidURL: a bad request, never a 500 traceback
+            logger.warning("could not forward %s to the auditor: %s", request.method, type(e).__name__)
+            return json_error(400, "path", "the request path cannot be forwarded")
         keep = {k: v for k, v in resp.headers.items() if k.lower() in FORWARDED_RESPONSE_HEADERS}
         return Response(resp.content, status_code=resp.status_code, headers=keep)
 
@@ -471,3 +509,7 @@ class LLM:
         await self.audit_hook.close()
         if self._auditor_http is not None:
             await self._auditor_http.aclose()
+
+
+LLM.add_asgi_middleware(JsonBodyOnly, paths=("/generate",))  # other content types: 415, never a 500
+LLM.add_asgi_middleware(ControlCharPaths)  # a path with control characters: 400, before any routing

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
-from auditor import AuditJob, ChatMessage, PlayerHint
+from auditor import AuditJob, ChatMessage, PlayerHint, SegmentHint
+from auditor.runtime.jobs import MAX_SEGMENTS, Granularity, check_segments
 
 __all__ = [
     "AuditHints",
@@ -26,6 +27,7 @@ __all__ = [
     "AuditJob",
     "ChatMessage",
     "PlayerHint",
+    "SegmentHint",
     "error_field",
 ]
 
@@ -37,17 +39,27 @@ class AuditHints(BaseModel):
     ``flag``: the caller marks the request as risky (boosted sampling, reason ``caller_flag``).
     ``spans``: the players of the audit, with labels (relevant / irrelevant / forbidden /
     unlabelled); a request with labelled spans is boosted (reason ``labelled``). Spans must lie in
-    the prompt (for chat requests: in the user messages; offsets index the last user message)."""
+    the prompt (for chat requests: in the user messages; offsets index the last user message).
+    ``granularity``: words | sentences | messages | segments | auto (unset: the auditor's setting).
+    ``segments``: coarse players with an ``id`` (retrieved passages, tool outputs), ``text`` or
+    ``start``/``end``, and a ``label``; at most 12, not overlapping, each found in the prompt."""
 
     model_config = ConfigDict(extra="forbid")
 
-    force: bool = False
-    flag: bool = False
+    force: StrictBool = False
+    flag: StrictBool = False
     spans: list[PlayerHint] = Field(default_factory=list, max_length=16)
+    granularity: Granularity | None = None
+    segments: list[SegmentHint] = Field(default_factory=list, max_length=MAX_SEGMENTS)
+
+    @model_validator(mode="after")
+    def _segments(self) -> AuditHints:
+        check_segments(self.segments, self.granularity, self.spans)
+        return self
 
     @property
     def labelled(self) -> bool:
-        return any(s.label != "unlabelled" for s in self.spans)
+        return any(s.label != "unlabelled" for s in [*self.spans, *self.segments])
 
 
 class GenerateResponse(BaseModel):
@@ -61,7 +73,7 @@ class GenerateResponse(BaseModel):
 
 class SubmitResponse(BaseModel):
     accepted: bool
-    reason: Literal["queued", "queue_full", "stopped", "disabled"]
+    reason: Literal["queued", "queue_full", "stopped", "disabled", "expired"]
     queue_depth: int = 0
 
 
@@ -75,8 +87,10 @@ class AuditRequest(BaseModel):
     prompt: str | None = Field(None, min_length=1)
     messages: list[ChatMessage] | None = Field(None, min_length=1)
     answer: str | None = None
-    answer_ids: list[int] | None = None
+    answer_ids: list[StrictInt] | None = Field(None, max_length=4096)
     spans: list[PlayerHint] = Field(default_factory=list, max_length=16)
+    granularity: Granularity | None = None
+    segments: list[SegmentHint] = Field(default_factory=list, max_length=MAX_SEGMENTS)
 
     @model_validator(mode="after")
     def _one_input(self) -> AuditRequest:
@@ -122,20 +136,21 @@ class OpenAIMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class _OpenAICommon(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=1)
-    stream: bool = False
+    # strict types: "3" or true for a number is a client bug, answered 400 naming the field
+    temperature: StrictFloat | None = Field(None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(None, gt=0.0, le=1.0)
+    n: StrictInt = Field(1, ge=1, le=1)
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: StrictInt | None = Field(None, ge=-(2**63), le=2**63 - 1)
     user: str | None = None
     audit: AuditHints | None = None
 
@@ -152,8 +167,8 @@ class _OpenAICommon(BaseModel):
 
 class ChatCompletionRequest(_OpenAICommon):
     messages: list[OpenAIMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
 
     @property
     def token_limit(self) -> int | None:
@@ -162,8 +177,8 @@ class ChatCompletionRequest(_OpenAICommon):
 
 class CompletionRequest(_OpenAICommon):
     prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)  # the OpenAI default
-    echo: bool = False
+    max_tokens: StrictInt | None = Field(16, ge=1)  # the OpenAI default
+    echo: StrictBool = False
 
     @field_validator("prompt")
     @classmethod

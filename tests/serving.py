@@ -68,6 +68,7 @@ class BentoServer:
         self.workdir = workdir or REPO
         self.args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
+        self._tree: list = []  # psutil.Process of every worker seen (see descendants)
 
     def __enter__(self) -> BentoServer:
         self.start()
@@ -93,6 +94,7 @@ class BentoServer:
                 raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=2.0).status_code == 200:
+                    self.descendants()
                     return
             except httpx.HTTPError:
                 pass
@@ -100,17 +102,58 @@ class BentoServer:
         self.stop()
         raise TimeoutError(f"bentoml serve not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
 
+    def descendants(self) -> list:
+        """The server's worker processes (BentoML starts each in a process group of its own, so a
+        signal to the arbiter's group does not reach them). Remembered, so that they can still be
+        ended after the arbiter is gone."""
+        import psutil
+
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                found = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                found = []
+            known = {p.pid for p in self._tree}
+            self._tree += [p for p in found if p.pid not in known]
+        return self._tree
+
+    def kill_tree(self) -> None:
+        """SIGKILL the arbiter and every worker at once: a crash of the whole process tree."""
+        import psutil
+
+        tree = self.descendants()
+        if self.proc is not None and self.proc.poll() is None:
+            tree = [psutil.Process(self.proc.pid), *tree]
+        for proc in tree:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(tree, timeout=30)
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
+
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        """SIGTERM the server's group (SIGKILL after 20 s), then end any worker left running, also
+        after a test killed the arbiter alone: no test leaves a process behind."""
+        import psutil
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.descendants()
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        _, alive = psutil.wait_procs([p for p in self._tree if p.is_running()], timeout=20)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
 
     def log_tail(self, chars: int = 6000) -> str:
         try:

@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--store", default=os.environ.get("AUDITOR_STORE_URL"),
-                        help="store URL (sqlite:///relative.sqlite, sqlite:////abs/path.sqlite) or a file path "
+                        help="store URL (sqlite:///relative.sqlite, sqlite:////abs/path.sqlite, "
+                        "postgresql://user@host:port/db) or a file path "
                         "(default: $AUDITOR_STORE_URL)")
     parser.add_argument("--from", dest="since", default=None, metavar="ISO", help="start of the period (inclusive)")
     parser.add_argument("--to", dest="until", default=None, metavar="ISO", help="end of the period (exclusive)")
@@ -79,7 +80,17 @@ def open_existing_store(url: str | None) -> Any:
 
     if not url:
         raise CliError("no store given: pass --store URL or set AUDITOR_STORE_URL", EXIT_BAD_INPUT)
-    path = _store_path(url)
+    from auditor.runtime.store_base import redact_url
+    from auditor.runtime.store_postgres import has_audit_store, is_postgres_url
+
+    if is_postgres_url(url):  # a server store: it must hold the audit tables already
+        try:
+            if not has_audit_store(url):
+                raise CliError(f"{redact_url(url)!r} holds no audit store (no auditor_schema, audits or meta "
+                               "table); check --store or AUDITOR_STORE_URL", EXIT_MISSING_RESOURCE)
+        except StoreError as error:
+            raise CliError(str(error), EXIT_MISSING_RESOURCE) from error
+    path = None if is_postgres_url(url) else _store_path(url)
     if path is not None:
         file = Path(path).expanduser()
         if file.is_dir():
@@ -94,7 +105,7 @@ def open_existing_store(url: str | None) -> Any:
         store = open_store(url)
         store.count()
     except (sqlite3.DatabaseError, StoreError, OSError) as error:
-        raise CliError(f"cannot read the audit store {url!r}: {error}", EXIT_MISSING_RESOURCE) from error
+        raise CliError(f"cannot read the audit store {redact_url(url)!r}: {error}", EXIT_MISSING_RESOURCE) from error
     return store
 
 

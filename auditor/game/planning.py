@@ -25,6 +25,12 @@ CALL_OVERHEAD_TOKENS = {"cuda": 256, "cpu": 8}
 DEFAULT_CPU_BUDGET = 2 * 1024**3
 
 
+class OverBudgetError(ValueError):
+    """The game cannot be played within a limit: the model's context, the scored-token budget or
+    the memory budget. The message names the limit (and its setting); an accepted audit is
+    recorded with outcome ``over_budget``, never truncated silently."""
+
+
 @dataclass(frozen=True)
 class LevelPlan:
     """How the mask tree is walked.
@@ -115,9 +121,15 @@ def estimate_row_bytes(model: Any, seq_len: int, n_answer: int, vocab: int) -> i
 
 
 def choose_chunk_size(
-    model: Any, seq_len: int, n_answer: int, vocab: int, n_states: int, memory_budget: int | None
+    model: Any, seq_len: int, n_answer: int, vocab: int, n_states: int, memory_budget: int | None,
+    *, strict: bool = False,
 ) -> int:
-    """Largest power of two rows per call that fits the budget (at least 1, at most 2^n)."""
+    """Largest power of two rows per call that fits the budget (at least 1, at most 2^n).
+
+    Rows are sized by tokens: one row's estimate grows with the sequence (KV caches linearly,
+    attention scores quadratically), so a 4k-token prompt gets few rows per call and peak memory
+    stays under the budget. ``strict`` (a budget the operator set): a single row over the budget
+    raises :class:`OverBudgetError` instead of running anyway."""
     device = model.get_input_embeddings().weight.device
     if memory_budget is None:
         if device.type == "cuda":
@@ -128,7 +140,13 @@ def choose_chunk_size(
             memory_budget = max(1, int(0.5 * (total - weights)))
         else:
             memory_budget = DEFAULT_CPU_BUDGET
-    rows = max(1, memory_budget // max(1, estimate_row_bytes(model, seq_len, n_answer, vocab)))
+    row_bytes = estimate_row_bytes(model, seq_len, n_answer, vocab)
+    if strict and row_bytes > memory_budget:
+        raise OverBudgetError(
+            f"one masked row of {seq_len} tokens needs about {row_bytes / 2**20:.0f} MiB, over the memory "
+            f"budget of {memory_budget / 2**20:.0f} MiB (memory_budget_mb, AUDITOR_MEMORY_BUDGET_MB)"
+        )
+    rows = max(1, memory_budget // max(1, row_bytes))
     return int(min(n_states, 2 ** int(math.log2(rows))))
 
 

@@ -16,8 +16,11 @@ A word maps to every token whose character offsets overlap it, so punctuation th
 glues onto a word ends up inside that word's token span. Words that share a token are merged into
 one unit, since a token cannot be half masked.
 
-Content words (the candidates of the ``auto`` and ``random`` modes) exclude the stop-words of
-:data:`STOP_WORDS` (case-insensitive), bare numbers (only digits) and pure underscores.
+Content words (the candidates of the ``words``/``auto`` and ``random`` modes) are names, nouns,
+numbers and negations: everything but the stop-words of :data:`STOP_WORDS` (case-insensitive) and
+pure underscores, and always the negations of :data:`NEGATIONS` ("not", "no", "never", "didn't"). A
+negation flips a legal answer and a number (an amount, a date, an age) can decide one, so both are
+exactly the kind of word an audit must be able to play.
 """
 
 from __future__ import annotations
@@ -53,12 +56,19 @@ STOP_WORDS: frozenset[str] = frozenset(
     """.split()
 )
 
+NEGATIONS: frozenset[str] = frozenset(
+    "no not nor never none nobody nothing neither without don't doesn't didn't isn't aren't wasn't weren't "
+    "won't can't cannot couldn't shouldn't wouldn't hasn't haven't hadn't mustn't".split()
+)
+
 _WORD_RE = re.compile(r"[^\W_]+(?:[\'’\-][^\W_]+)*", re.UNICODE)
-_NUMBER_RE = re.compile(r"^\d+$", re.UNICODE)
-
-
 class PlayerError(ValueError):
     """Bad player input: the message names the span or the limit that was violated."""
+
+
+class NoPlayersError(PlayerError):
+    """The prompt has nothing to play: no content words (``"0"``, ``"?"``). Not a failure of the
+    audit machinery: the runtime records such an audit as ``skipped``, not ``failed``."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,13 @@ class Player:
     token_end: int
     label: Label = "unlabelled"
     group: str | None = None
+    segment_id: str | None = None  # coarse players: the caller's segment id, or s3 / m2:user / p1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["segment_id"] is None:  # word players serialise (and hash) as before segments existed
+            del data["segment_id"]
+        return data
 
     @property
     def n_tokens(self) -> int:
@@ -208,8 +222,17 @@ def _locate_user_contents(
     Searching in order (each search starting after the previous match) keeps a user message that
     repeats a system message's text from being matched inside the system message.
     """
+    regions = [(a, b) for role, a, b in locate_messages(text, messages) if role == "user"]
+    if not regions:
+        raise PlayerError("no user message: players can only be placed in user content")
+    return tuple(regions), regions[-1]
+
+
+def locate_messages(text: str, messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
+    """``(role, start, end)`` of each non-empty message content in the rendered text, in order
+    (the ``messages`` granularity plays them all, the system prompt included)."""
     cursor = 0
-    regions: list[tuple[int, int]] = []
+    found: list[tuple[str, int, int]] = []
     for message in messages:
         content = message.get("content")
         if not isinstance(content, str):
@@ -225,11 +248,8 @@ def _locate_user_contents(
                 f"could not locate the {message.get('role')} message in the rendered chat template"
             )
         cursor = at + len(needle)
-        if message.get("role") == "user":
-            regions.append((at, cursor))
-    if not regions:
-        raise PlayerError("no user message: players can only be placed in user content")
-    return tuple(regions), regions[-1]
+        found.append((str(message.get("role")), at, cursor))
+    return found
 
 
 def _token_span(rendered: RenderedPrompt, char_start: int, char_end: int) -> tuple[int, int] | None:
@@ -242,7 +262,8 @@ def _token_span(rendered: RenderedPrompt, char_start: int, char_end: int) -> tup
 
 def is_content_word(word: str) -> bool:
     """True for words eligible for auto/random selection (see the module docstring)."""
-    return word.lower() not in STOP_WORDS and not _NUMBER_RE.match(word)
+    lower = word.lower().replace("’", "'")
+    return lower in NEGATIONS or lower not in STOP_WORDS
 
 
 def split_words(rendered: RenderedPrompt) -> list[Word]:
@@ -296,7 +317,7 @@ def random_players(
     check_count(n, max_players)
     candidates = content_words(rendered)
     if not candidates:
-        raise PlayerError("the prompt has no content words to use as players")
+        raise NoPlayersError("the prompt has no content words to use as players")
     if len(candidates) > n:
         picks = random.Random(seed).sample(range(len(candidates)), n)
         candidates = [candidates[i] for i in sorted(picks)]

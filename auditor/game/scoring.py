@@ -33,9 +33,18 @@ import torch
 
 from auditor.game.answer import answer_token_ids
 from auditor.game.loading import context_limit
-from auditor.game.planning import CALL_OVERHEAD_TOKENS, STRATEGIES, choose_chunk_size, plan_levels, pow2_floor
+from auditor.game.granularity import COARSE, GRANULARITIES, coarse_players, resolve_auto, within
+from auditor.game.planning import (
+    CALL_OVERHEAD_TOKENS,
+    STRATEGIES,
+    OverBudgetError,
+    choose_chunk_size,
+    plan_levels,
+    pow2_floor,
+)
 from auditor.game.players import (
     DEFAULT_MAX_PLAYERS,
+    NoPlayersError,
     Player,
     PlayerError,
     PlayerSpec,
@@ -119,20 +128,39 @@ def select_players(
     max_players: int = DEFAULT_MAX_PLAYERS,
     seed: int = 0,
     scorer: Callable[[Sequence[tuple[int, int]], torch.Tensor], torch.Tensor] | None = None,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    segments: Sequence[Any] | None = None,
+    system: str = "one",
+    ranking: list[int] | None = None,
 ) -> list[Player]:
-    """Players by mode: "auto", "random", or caller spans (see :mod:`auditor.game.players`).
+    """Players by mode: a granularity (:data:`~auditor.game.granularity.GRANULARITIES`: "words",
+    "sentences", "messages", "segments", "auto"), "random", or caller spans (see
+    :mod:`auditor.game.players`).
 
-    "auto" keeps the n content words whose single-word masking moves v the most, measured with one
-    batched pass (``scorer(units, present) -> v per row``); ties go to the earlier word.
+    "words" keeps the n content words whose single-word masking moves v the most, measured with one
+    batched pass (``scorer(units, present) -> v per row``); ties go to the earlier word. "auto" is
+    "words" for a short prompt and a coarse granularity for a long one
+    (:func:`~auditor.game.granularity.resolve_auto`). ``ranking``, when given, is filled with the
+    chosen word players' indices, most effective first (the budget drops from its end).
     """
-    if isinstance(players, str) and players in ("auto", "random"):
+    if isinstance(players, str) and players == "auto":
+        n_messages = len([m for m in messages or [] if str(m.get("content") or "").strip()])
+        players = resolve_auto(rendered, segments, n_messages)
+    if isinstance(players, str) and players in COARSE:
+        return coarse_players(rendered, players, messages=messages, segments=segments, system=system,
+                              max_players=min(max_players, 12))
+    if segments:
+        raise PlayerError(f"segments: given, but the players are {players!r}; use granularity 'segments' or 'auto'")
+    if isinstance(players, str) and players in ("words", "random"):
         check_count(n_players, max_players)
         if players == "random":
             return random_players(rendered, n_players, seed=seed, max_players=max_players)
         words = content_words(rendered)
         if not words:
-            raise PlayerError("the prompt has no content words to use as players")
+            raise NoPlayersError("the prompt has no content words to use as players")
         if len(words) <= n_players:
+            if ranking is not None:
+                ranking[:] = list(range(len(words)))
             return words_to_players(words)
         if scorer is None:
             raise ValueError("auto selection needs a scorer")
@@ -142,9 +170,13 @@ def select_players(
         v = scorer([(w.token_start, w.token_end) for w in words], present).double().cpu()
         effect = (v[0] - v[1:]).abs().tolist()
         top = sorted(range(m), key=lambda i: (-effect[i], i))[:n_players]
+        if ranking is not None:  # position index of each pick, most effective first
+            position = {w: r for r, w in enumerate(sorted(top))}
+            ranking[:] = [position[w] for w in top]
         return words_to_players([words[i] for i in sorted(top)])
     if isinstance(players, str):
-        raise PlayerError(f"unknown player mode {players!r}; use 'auto', 'random' or a list of spans")
+        raise PlayerError(f"granularity: unknown player mode {players!r}; use one of {GRANULARITIES}, "
+                          "'random' or a list of spans")
     return players_from_specs(rendered, players, max_players=max_players)
 
 
@@ -166,6 +198,11 @@ def score_masks(
     strategy: Strategy = "auto",
     seed: int = 0,
     max_players: int = DEFAULT_MAX_PLAYERS,
+    segments: Sequence[Any] | None = None,
+    system: str = "one",
+    refine: Sequence[Player] | None = None,
+    max_tokens: int | None = None,
+    strict_memory: bool = False,
 ) -> GameValues:
     """Score the model's answer on all 2^n masked prompts.
 
@@ -173,8 +210,18 @@ def score_masks(
         prompt / messages: a plain prompt, or chat messages rendered with the chat template.
         answer: text or token ids to teacher-force; None generates greedily (``max_answer_tokens``).
             Given answers are truncated to ``max_answer_tokens`` (K) tokens.
-        players: "auto", "random" (seeded by ``seed``) or caller spans (:class:`PlayerSpec`, exact
-            substrings, or (start, end) character offsets).
+        players: a granularity ("words", "sentences", "messages", "segments", "auto"), "random"
+            (seeded by ``seed``) or caller spans (:class:`PlayerSpec`, exact substrings, or (start,
+            end) character offsets). ``segments`` are the caller's coarse players
+            (:class:`~auditor.game.granularity.SegmentSpec` or dicts with ``id``, ``text`` or
+            ``start``/``end``, ``label``); ``system`` ("one" or "sentences") splits a system prompt.
+        refine: coarse players of an earlier game: word players are chosen inside them only, every
+            other token (the other coarse players included) stays present.
+        max_tokens: budget of token positions pushed through the model (selection pass plus the
+            trie plan, known exactly before any forward). Over it, word players are dropped least
+            effective first; a game that still does not fit raises :class:`OverBudgetError`.
+        strict_memory: ``memory_budget`` is a hard limit: a single row over it raises
+            :class:`OverBudgetError` (a budget set by the operator), instead of running one row.
         single_token: score only the first answer token (next-token game).
         baseline: None (pad, else unk, else mean), "pad", "unk", "mean", or a [hidden] tensor.
         chunk_size: rows per forward call (rounded down to a power of two); default from
@@ -199,8 +246,8 @@ def score_masks(
     seq = list(rendered.input_ids) + answer_ids[:-1]
     limit = context_limit(model)
     if limit is not None and len(seq) > limit:
-        raise ValueError(f"prompt ({len(rendered.input_ids)} tokens) plus answer ({len(answer_ids)} tokens) "
-                         f"exceeds the model's context of {limit} tokens")
+        raise OverBudgetError(f"prompt ({len(rendered.input_ids)} tokens) plus answer ({len(answer_ids)} tokens) "
+                              f"exceeds the model's context of {limit} tokens")
     targets = torch.tensor(answer_ids, device=device)
     k = len(answer_ids)
     was_training = model.training
@@ -226,26 +273,55 @@ def score_masks(
                     return 1
                 if chunk_size is not None:
                     return min(states, pow2_floor(chunk_size))
-                return choose_chunk_size(model, len(seq), k, vocab, states, memory_budget)
+                return choose_chunk_size(model, len(seq), k, vocab, states, memory_budget, strict=strict_memory)
 
             selection_tokens = 0
 
             def scorer(units: Sequence[tuple[int, int]], present: torch.Tensor) -> torch.Tensor:
                 nonlocal selection_tokens
+                start = min(a for a, _ in units)  # the pass costs exactly its prefix plus rows x the rest
+                cost = start + present.shape[0] * (len(seq) - start)
+                if max_tokens is not None and selection_tokens + cost > max_tokens:
+                    raise OverBudgetError(
+                        f"choosing word players needs {cost} scored tokens, over the budget of {max_tokens} "
+                        "(max_scored_tokens, AUDITOR_MAX_SCORED_TOKENS)"
+                    )
                 engine = MaskedForward(model, embeds, vector, units, targets, head, chunk_for(2 ** len(units)))
                 values = engine.score_rows(present.to(device))
                 selection_tokens += engine.tokens
                 return values
 
+            ranking: list[int] = []
+            resolved = players
+            if players == "auto":
+                n_messages = len([m for m in messages or [] if str(m.get("content") or "").strip()])
+                resolved = resolve_auto(rendered, segments, n_messages)
             chosen = select_players(
-                model, tokenizer, rendered, players, n_players, max_players=max_players, seed=seed, scorer=scorer
+                model, tokenizer, within(rendered, refine) if refine else rendered, resolved, n_players,
+                max_players=max_players, seed=seed, scorer=scorer, messages=messages, segments=segments,
+                system=system, ranking=ranking,
             )
-            n = len(chosen)
-            chunk = chunk_for(2**n)
-            order = sorted(range(n), key=lambda i: chosen[i].token_start)
-            starts = [chosen[i].token_start for i in order]
+            if refine:  # a refined word carries its coarse player's label (a word of an irrelevant passage)
+                chosen = [_inherit(p, refine) for p in chosen]
             overhead = CALL_OVERHEAD_TOKENS["cuda" if device.type == "cuda" else "cpu"]
-            plan = plan_levels(starts, len(seq), chunk, strategy, overhead)
+            while True:
+                n = len(chosen)
+                chunk = chunk_for(2**n)
+                order = sorted(range(n), key=lambda i: chosen[i].token_start)
+                starts = [chosen[i].token_start for i in order]
+                plan = plan_levels(starts, len(seq), chunk, strategy, overhead)
+                if max_tokens is None or plan.tokens + selection_tokens <= max_tokens:
+                    break
+                if len(ranking) != n or n <= 1:
+                    raise OverBudgetError(
+                        f"the game on {n} players needs {plan.tokens + selection_tokens} scored tokens, over the "
+                        f"budget of {max_tokens} (max_scored_tokens, AUDITOR_MAX_SCORED_TOKENS); use fewer "
+                        "players, a coarser granularity or a larger budget"
+                    )
+                drop = ranking.pop()  # the least effective word player goes first
+                ranking[:] = [r - (r > drop) for r in ranking]
+                chosen = [p for i, p in enumerate(chosen) if i != drop]
+                chosen = [Player(i, *_fields(p)) for i, p in enumerate(chosen)]
             engine = MaskedForward(
                 model, embeds, vector, [(p.token_start, p.token_end) for p in chosen], targets, head, chunk, progress
             )
@@ -275,5 +351,19 @@ def score_masks(
         prompt_text=rendered.text,
         prompt_ids=rendered.input_ids,
         single_token=single_token,
-        extras={"levels": [list(g) for g in plan.groups], "head": "fp32" if head is not None else "model"},
+        extras={"levels": [list(g) for g in plan.groups], "head": "fp32" if head is not None else "model",
+                "granularity": resolved if isinstance(resolved, str) else "spans"},
     )
+
+
+def _fields(p: Player) -> tuple[Any, ...]:
+    return (p.text, p.char_start, p.char_end, p.token_start, p.token_end, p.label, p.group, p.segment_id)
+
+
+def _inherit(word: Player, coarse: Sequence[Player]) -> Player:
+    """``word`` with the label and segment id of the coarse player it lies in."""
+    owner = next((c for c in coarse if c.char_start <= word.char_start and word.char_end <= c.char_end), None)
+    if owner is None:
+        return word
+    return Player(word.index, word.text, word.char_start, word.char_end, word.token_start, word.token_end,
+                  owner.label, word.group, owner.segment_id)

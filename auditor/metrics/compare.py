@@ -239,7 +239,8 @@ def _audit_pair(first: ModelUnderTest, second: ModelUnderTest, item: PromptItem,
     from auditor.audit import audit_prompt
     from auditor.game.players import PlayerSpec
 
-    players: Any = list(item.spans) if item.spans else "auto"
+    # "words", not "auto": a comparison is of word players, whatever the prompt's length
+    players: Any = list(item.spans) if item.spans else "words"
     say(f"auditing {first.name}")
     r1 = audit_prompt(first.model, first.tokenizer, prompt=item.prompt, answer=answer, players=players,
                       n_players=n_players, qthres=qthres, max_answer_tokens=max_answer_tokens, baseline=baseline,

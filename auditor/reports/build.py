@@ -51,6 +51,7 @@ from auditor.reports.schema import (
     Period,
     PlayerView,
     PromptSegment,
+    RefinementView,
     ReportModel,
     ReportSettings,
     StoreInfo,
@@ -171,11 +172,26 @@ def _player_views(record: AuditRecord) -> list[PlayerView]:
         if record.redaction is RedactionMode.hash and text.startswith("sha256:"):
             text = text[:15] + "…"
         views.append(PlayerView(index=int(p.get("index", i)), text=text, label=str(p.get("label") or "unlabelled"),
-                                group=p.get("group")))
+                                group=p.get("group"), segment_id=p.get("segment_id")))
     return views
 
 
-def _term_views(record: AuditRecord, players: Sequence[PlayerView], top: int) -> list[TermView]:
+def _refinement_view(record: AuditRecord, top: int) -> RefinementView | None:
+    """The refinement level kept in ``metrics["refinement"]``, viewed like the first level."""
+    fine = record.metrics.get("refinement")
+    if not isinstance(fine, dict):
+        return None
+    level = record.model_copy(update={"players": list(fine.get("players") or []),
+                                      "salient": list(fine.get("salient") or [])})
+    players = _player_views(level)
+    return RefinementView(
+        granularity=fine.get("granularity"), refined_players=[int(i) for i in fine.get("refined_players") or []],
+        players=players, top_terms=_term_views(level, players, top), salient_total=len(level.salient),
+        misattribution=_float(fine.get("misattribution")), note=fine.get("note"),
+    )
+
+
+def _term_views(record: AuditRecord, players: Sequence[PlayerView], top: int, by_id: bool = False) -> list[TermView]:
     by_index = {p.index: p for p in players}
     total = sum(abs(_float(t.get("value")) or 0.0) for t in record.salient) or 1.0
     terms = []
@@ -187,6 +203,8 @@ def _term_views(record: AuditRecord, players: Sequence[PlayerView], top: int) ->
             p = by_index.get(i)
             if p is None:
                 return f"p{i}"
+            if by_id and p.segment_id:  # a coarse player reads best by its id (doc-3), not its passage
+                return p.segment_id
             return f"p{i}:{p.label}" if record.redaction is RedactionMode.hash else p.text
 
         terms.append(TermView(kind="or" if t.get("kind") == "or" else "and", players=members,
@@ -199,6 +217,7 @@ def _flagged_view(record: AuditRecord, top: int) -> FlaggedAudit:
     segments, note = _segments(record)
     players = _player_views(record)
     sparsity = record.metrics.get("sparsity")
+    granularity = str(record.metrics.get("granularity") or "words")
     return FlaggedAudit(
         audit_id=record.audit_id, request_id=record.request_id, created_at=record.created_at,
         model_id=record.model_id, model_revision=record.model_revision, sampling_reason=record.sampling_reason,
@@ -207,7 +226,9 @@ def _flagged_view(record: AuditRecord, top: int) -> FlaggedAudit:
         misattribution=_float(record.metrics.get("misattribution")),
         sparsity=int(sparsity) if isinstance(sparsity, (int, float)) else None,
         answer=record.answer, prompt_kept=bool(segments), segments=segments, players=players,
-        top_terms=_term_views(record, players, top), salient_total=len(record.salient), note=note,
+        top_terms=_term_views(record, players, top, by_id=granularity not in ("words", "random", "spans")),
+        salient_total=len(record.salient), note=note, granularity=granularity,
+        refinement=_refinement_view(record, top),
     )
 
 

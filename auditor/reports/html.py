@@ -6,9 +6,11 @@ by index only), with each flagged audit's strongest terms highlighted over its p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from auditor.reports.charts import svg_histogram
 from auditor.reports.format import escape, number, when
-from auditor.reports.schema import FlaggedAudit, ReportModel, TermView
+from auditor.reports.schema import FlaggedAudit, PlayerView, ReportModel, TermView
 
 _CSS = """
 :root{--ink:#1d2330;--muted:#5b6475;--line:#d9dee7;--bg:#f6f7fa;--card:#fff;--pos:#1f6fd1;--neg:#c63b2f;
@@ -88,14 +90,14 @@ def _audit_html(audit: FlaggedAudit) -> str:
     parts.append(f'<div class="meta">audit {escape(audit.audit_id)} · request {escape(audit.request_id)} · sampled: '
                  f'{escape(audit.sampling_reason)} · redaction: {escape(audit.redaction)} · overfitting '
                  f'{number(audit.overfitting)} · misattribution {number(audit.misattribution)} · '
-                 f'{audit.sparsity if audit.sparsity is not None else "–"} salient interactions</div>')
+                 f'{audit.sparsity if audit.sparsity is not None else "–"} salient interactions · '
+                 f'players: {escape(audit.granularity)}</div>')
     if audit.segments:
         parts.append(f'<div class="prompt" data-role="prompt">{_prompt_html(audit)}</div>')
     if audit.note:
         parts.append(f'<p class="note">{escape(audit.note)}</p>')
-    if not audit.segments and audit.players:
-        chips = ", ".join(f"p{p.index} <code>{escape(p.text)}</code> ({escape(p.label)})" for p in audit.players)
-        parts.append(f"<p>players: {chips}</p>")
+    if (not audit.segments or audit.granularity not in ("words", "random", "spans")) and audit.players:
+        parts.append(f"<p>players: {_chips(audit.players)}</p>")
     if audit.answer is not None:
         parts.append(f"<p><b>answer</b>: <code>{escape(audit.answer)}</code></p>")
     if audit.top_terms:
@@ -121,7 +123,44 @@ def _audit_html(audit: FlaggedAudit) -> str:
                          f'interactions shown.</p>')
     else:
         parts.append('<p class="note">no salient interactions stored</p>')
+    if audit.refinement is not None:
+        parts.append(_refinement_html(audit))
     parts.append("</article>")
+    return "".join(parts)
+
+
+def _chips(players: Sequence[PlayerView]) -> str:
+    """Players as chips: a coarse player by its segment id (its passage may be long), a word by its text."""
+    return ", ".join(
+        f"p{p.index} " + (f"<b>{escape(p.segment_id)}</b> " if p.segment_id else "")
+        + f"<code>{escape(p.text if len(p.text) <= 80 else p.text[:77] + '...')}</code> ({escape(p.label)})"
+        for p in players)
+
+
+def _refinement_html(audit: FlaggedAudit) -> str:
+    """The second level of a coarse-to-fine audit: which coarse players were refined, their words,
+    the words' strongest terms and misattribution (labels inherited from the coarse players)."""
+    fine = audit.refinement
+    assert fine is not None
+    by_index = {p.index: p for p in audit.players}
+    refined = ", ".join(escape(by_index[i].segment_id or f"p{i}") if i in by_index else f"p{i}"
+                        for i in fine.refined_players)
+    parts = [f'<section class="refinement" data-role="refinement"><h4>Refined into words: {refined}</h4>']
+    if fine.note:
+        parts.append(f'<p class="note">{escape(fine.note)}</p>')
+    if fine.players:
+        parts.append(f"<p>players: {_chips(fine.players)} · misattribution {number(fine.misattribution)}</p>")
+    if fine.top_terms:
+        parts.append('<table class="terms"><tr><th class="num">#</th><th>kind</th><th>words</th>'
+                     '<th class="num">value</th><th>share of salient strength</th></tr>')
+        for rank, t in enumerate(fine.top_terms, 1):
+            joiner = " &amp; " if t.kind == "and" else " | "
+            words = joiner.join(f"<code>{escape(w)}</code>" for w in t.words)
+            parts.append(f'<tr class="term" data-kind="{t.kind}"><td class="num">{rank}</td>'
+                         f'<td><span class="badge {t.kind}">{t.kind.upper()}</span></td><td>{words}</td>'
+                         f'<td class="num">{t.value:+.3f}</td><td>{t.share:.0%}</td></tr>')
+        parts.append("</table>")
+    parts.append("</section>")
     return "".join(parts)
 
 

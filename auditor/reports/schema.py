@@ -112,6 +112,7 @@ class PlayerView(_Strict):
     text: str
     label: str
     group: str | None = None
+    segment_id: str | None = Field(None, description="coarse players: the segment id (doc-3, s2, m1:user)")
 
 
 class TermView(_Strict):
@@ -122,6 +123,18 @@ class TermView(_Strict):
     value: float
     strength: float
     share: float = Field(description="strength / total salient strength of the audit")
+
+
+class RefinementView(_Strict):
+    """The second level of a coarse-to-fine audit: word players inside the refined coarse players."""
+
+    granularity: str | None = None
+    refined_players: list[int] = Field(description="indices of the coarse players refined into words")
+    players: list[PlayerView] = Field(default_factory=list)
+    top_terms: list[TermView] = Field(default_factory=list)
+    salient_total: int = 0
+    misattribution: float | None = None
+    note: str | None = Field(None, description="why no refinement game ran (e.g. the token budget)")
 
 
 class FlaggedAudit(_Strict):
@@ -143,6 +156,8 @@ class FlaggedAudit(_Strict):
     top_terms: list[TermView]
     salient_total: int
     note: str | None = None
+    granularity: str = Field("words", description="players of the (first) game: words, sentences, messages, ...")
+    refinement: RefinementView | None = None
 
 
 class ChainVerification(_Strict):

@@ -16,7 +16,8 @@ import auditor.metrics
 from auditor.game import players
 from auditor.runtime import records, store
 
-__all__ = ["ERROR_STAGES", "AuditCancelled", "FaultInjected", "AuditStageError", "classify_stage", "MODULE_STAGES"]
+__all__ = ["ERROR_STAGES", "AuditCancelled", "AuditOverBudget", "AuditSkipped", "FaultInjected", "AuditStageError",
+           "classify_stage", "MODULE_STAGES"]
 
 ERROR_STAGES: tuple[str, ...] = ("sampling", "handoff", "players", "scoring", "solver", "metrics", "store", "timeout")
 """The values of ``errors_total{stage}``: a fixed set (telemetry refuses any other)."""
@@ -24,6 +25,18 @@ ERROR_STAGES: tuple[str, ...] = ("sampling", "handoff", "players", "scoring", "s
 
 class AuditCancelled(Exception):
     """Raised inside an engine that noticed its cancel event (the budget ran out)."""
+
+
+class AuditSkipped(Exception):
+    """Nothing to audit (a prompt with no content words). Recorded with outcome ``skipped`` and
+    counted in no error stage: any client can send such prompts, so they must not move the
+    auditor's error rate (the ``InteractionAuditorAuditErrorsHigh`` alert)."""
+
+
+class AuditOverBudget(Exception):
+    """The game does not fit a limit (the model's context, ``max_scored_tokens``, ``memory_budget_mb``):
+    recorded with outcome ``over_budget``, counted in no error stage (the caller's prompt is too
+    long for the configured budget; the auditor did not fail)."""
 
 
 class FaultInjected(RuntimeError):

@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 from typing import Any, Literal
 
-from auditor.runtime.failures import AuditCancelled, AuditStageError, classify_stage
+from auditor.runtime.failures import AuditCancelled, AuditOverBudget, AuditSkipped, AuditStageError, classify_stage
 from auditor.runtime.jobs import AuditJob
 from auditor.runtime.records import AuditRecord, flags_for, utc_now
 
@@ -67,6 +67,7 @@ class ModelJobRunner:
             "sampling_reason": job.sampling_reason,
             "sampling_probability": job.sampling_probability,
             "redaction": self.settings.redaction,
+            "notes": ["request_id_replaced"] if job.request_id_replaced else [],
         }
 
     @staticmethod
@@ -76,7 +77,8 @@ class ModelJobRunner:
 
     # ---- Engine interface -----------------------------------------------------------------------
     def run(self, job: AuditJob, cancel: threading.Event) -> AuditRecord:
-        from auditor.game.players import PlayerError
+        from auditor.game.planning import OverBudgetError
+        from auditor.game.players import NoPlayersError, PlayerError
         from auditor.runtime.records import redact, redact_players
 
         s = self.settings
@@ -109,9 +111,22 @@ class ModelJobRunner:
                 max_answer_tokens=s.answer_tokens,
                 baseline=None if s.baseline == "auto" else s.baseline,
                 progress=progress,
+                # the job's granularity wins; caller spans are word players, whatever the setting
+                granularity=None if job.spans else (
+                    job.granularity or ("segments" if job.segments else s.granularity)),
+                segments=[g.to_spec() for g in job.segments] or None,
+                system=s.system_players,
+                refine=s.refine_players,
+                max_scored_tokens=s.max_scored_tokens,
+                memory_budget=None if s.memory_budget_mb is None else s.memory_budget_mb * 2**20,
+                strict_memory=s.memory_budget_mb is not None,
             )
         except AuditCancelled:
             raise
+        except OverBudgetError as e:
+            raise AuditOverBudget(f"over budget: {e}") from e
+        except NoPlayersError as e:
+            raise AuditSkipped(f"players: {e}") from e
         except PlayerError as e:
             raise AuditStageError("players", e) from e
         except Exception as e:  # the stage (players, scoring, solver) from the traceback
@@ -141,6 +156,13 @@ class ModelJobRunner:
         metrics_dict["v_empty"] = game.raw_empty
         metrics_dict["baseline"] = game.baseline_kind
         metrics_dict["n_players"] = game.n
+        metrics_dict["granularity"] = result.granularity
+        try:
+            refinement = self._refinement(result, s)
+        except Exception as e:
+            raise AuditStageError("metrics", e) from e
+        if refinement is not None:
+            metrics_dict["refinement"] = refinement
 
         salient = []
         for term in interactions.salient(s.salient_threshold)[:512]:
@@ -162,6 +184,12 @@ class ModelJobRunner:
                 "answer_tokens": len(game.answer_ids),
             }
         )
+        if result.fine is not None:  # both games: what the budget and the dashboards count
+            fine_cost = result.fine.game.cost
+            cost["refinement"] = {"forward_passes": fine_cost.forward_passes,
+                                  "tokens_computed": fine_cost.tokens_computed, "states": 1 << result.fine.game.n}
+            cost["forward_passes"] = int(cost.get("forward_passes", 0)) + fine_cost.forward_passes
+            cost["tokens_computed"] = int(cost.get("tokens_computed", 0)) + fine_cost.tokens_computed
         return AuditRecord(
             **self._base_record(job),
             started_at=started_at,
@@ -176,10 +204,40 @@ class ModelJobRunner:
             outcome="success",
         )
 
+    def _refinement(self, result: Any, s: Any) -> dict[str, Any] | None:
+        """The second (word) level of a coarse-to-fine audit: its players (redacted as the record's
+        players), salient terms and misattribution (labels inherited from the coarse players)."""
+        from auditor.metrics.audit_metrics import compute_metrics
+        from auditor.runtime.records import redact_players
+
+        if result.fine is None and result.refine_note is None:
+            return None
+        out: dict[str, Any] = {"refined_players": list(result.refined), "note": result.refine_note}
+        if result.fine is None:
+            return out
+        fine, inter = result.fine.game, result.fine.interactions
+        labels = [p.label for p in fine.players]
+        labelled = any(label != "unlabelled" for label in labels)
+        metrics = compute_metrics(inter, labels if labelled else None, salient_threshold=s.salient_threshold)
+        m = metrics.model_dump(mode="json") if hasattr(metrics, "model_dump") else dict(metrics)
+        out.update({
+            "granularity": result.fine.granularity,
+            "n_players": fine.n,
+            "players": redact_players(fine.players, s.redaction, key=self.redaction_key),
+            "salient": [{**t.to_dict(), "strength": abs(float(t.value))}
+                        for t in inter.salient(s.salient_threshold)[:512]],
+            "sparsity": m.get("sparsity"),
+            "misattribution": m.get("misattribution"),
+            "v_full": fine.raw_full,
+            "v_empty": fine.raw_empty,
+            "certificate": {"gap": inter.gap, "tau": inter.tau, "objective": inter.objective},
+        })
+        return out
+
     def failure_record(
         self,
         job: AuditJob,
-        outcome: Literal["failed", "timeout"],
+        outcome: Literal["failed", "timeout", "skipped", "cancelled", "over_budget"],
         error: str,
         started_at: datetime,
         finished_at: datetime,

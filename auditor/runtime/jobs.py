@@ -9,13 +9,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from auditor.game.players import Label as PlayerLabel
 from auditor.game.players import PlayerSpec
 from auditor.runtime.records import utc_now
 
-__all__ = ["ChatMessage", "PlayerHint", "AuditJob", "PlayerLabel"]
+__all__ = ["ChatMessage", "PlayerHint", "SegmentHint", "AuditJob", "PlayerLabel", "Granularity"]
+
+Granularity = Literal["words", "sentences", "messages", "segments", "auto"]
+"""= ``auditor.game.granularity.GRANULARITIES`` (checked in tests/runtime/test_granularity_jobs.py)."""
+MAX_SEGMENTS = 12  # = auditor.game.granularity.MAX_COARSE_PLAYERS
 
 
 class ChatMessage(BaseModel):
@@ -32,9 +38,10 @@ class PlayerHint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(None, min_length=1, max_length=2000)
-    start: int | None = Field(None, ge=0)
-    end: int | None = Field(None, ge=0)
-    occurrence: int = Field(0, ge=0)
+    # strict: "3" and true are not offsets (a JSON string or bool is a client bug, answered 4xx)
+    start: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    end: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    occurrence: StrictInt = Field(0, ge=0, le=1_000_000)
     label: PlayerLabel = "unlabelled"
     group: str | None = Field(None, max_length=128)
 
@@ -74,6 +81,50 @@ class PlayerHint(BaseModel):
         return PlayerSpec(text=self.text, occurrence=self.occurrence, label=self.label, group=self.group)
 
 
+class SegmentHint(BaseModel):
+    """A caller-given coarse player (a retrieved passage, a tool output): ``id`` names it in errors,
+    records and reports; ``text`` (an exact substring of the prompt or of any chat message) or
+    ``start``/``end`` (offsets into the plain prompt or the last user message); a ``label``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
+    text: StrictStr | None = Field(None, min_length=1, max_length=100_000)
+    start: StrictInt | None = Field(None, ge=0, le=10_000_000)
+    end: StrictInt | None = Field(None, ge=0, le=10_000_000)
+    label: PlayerLabel = "unlabelled"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SegmentHint:
+        by_offsets = self.start is not None or self.end is not None
+        if (self.text is None) == (not by_offsets):
+            raise ValueError(f"segment {self.id!r}: give either `text` or `start` and `end`")
+        if self.text is not None and not self.text.strip():
+            raise ValueError(f"segment {self.id!r}: the passage is empty")
+        if by_offsets and (self.start is None or self.end is None or self.end <= self.start):
+            raise ValueError(f"segment {self.id!r}: needs both `start` and `end`, with `end` > `start`")
+        return self
+
+    def to_spec(self) -> dict[str, object]:
+        """The library's segment (``auditor.game.granularity.SegmentSpec`` fields)."""
+        return self.model_dump(exclude_none=True)
+
+
+def check_segments(segments: list[SegmentHint], granularity: str | None, spans: list[PlayerHint]) -> None:
+    """What the schema alone cannot say: unique ids, and segments only with a granularity that plays
+    them (``segments`` or ``auto``), never together with word spans."""
+    ids = [s.id for s in segments]
+    for sid in ids:
+        if ids.count(sid) > 1:
+            raise ValueError(f"segments: duplicate id {sid!r}")
+    if granularity == "segments" and not segments:
+        raise ValueError("granularity 'segments' needs `segments`")
+    if segments and granularity not in (None, "segments", "auto"):
+        raise ValueError(f"segments are given, but granularity is {granularity!r}; use 'segments' or 'auto'")
+    if segments and spans:
+        raise ValueError("give `spans` (word players) or `segments` (coarse players), not both")
+
+
 class AuditJob(BaseModel):
     """One audit to run: the prompt (or chat messages) and the answer the served model gave."""
 
@@ -85,6 +136,12 @@ class AuditJob(BaseModel):
     answer: str | None = None
     answer_ids: list[int] | None = None
     spans: list[PlayerHint] = Field(default_factory=list)
+    granularity: Granularity | None = None  # None: the auditor's setting
+    segments: list[SegmentHint] = Field(default_factory=list, max_length=MAX_SEGMENTS)
+    request_id_replaced: StrictBool = False  # the caller's id was unsafe to echo and was replaced
+    # unix time after which the auditor refuses the hand-off ("expired"): the LLM side waits longer
+    # than this, so a job it counts as a failed hand-off can never also be accepted (issue 17)
+    handoff_deadline: float | None = None
     sampling_reason: str = "forced"
     sampling_probability: float | None = Field(None, ge=0.0, le=1.0)
     submitted_at: datetime = Field(default_factory=utc_now)
@@ -95,6 +152,14 @@ class AuditJob(BaseModel):
             raise ValueError("an audit needs exactly one of `prompt` and `messages`")
         if self.messages is not None and not self.messages:
             raise ValueError("`messages` must not be empty")
+        check_segments(self.segments, self.granularity, self.spans)
+        if self.prompt is not None:  # chat segments are located at run time (they may sit in any message)
+            for seg in self.segments:
+                if seg.text is not None and seg.text not in self.prompt:
+                    raise ValueError(f"segments[{seg.id!r}].text: not found in the prompt")
+                if seg.end is not None and seg.end > len(self.prompt):
+                    raise ValueError(f"segments[{seg.id!r}]: range {seg.start}:{seg.end} runs past the end of "
+                                     f"the prompt ({len(self.prompt)} chars)")
         if self.spans and self.prompt is not None:
             for i, span in enumerate(self.spans):
                 try:
@@ -105,4 +170,4 @@ class AuditJob(BaseModel):
 
     @property
     def labelled(self) -> bool:
-        return any(s.label != "unlabelled" for s in self.spans)
+        return any(s.label != "unlabelled" for s in [*self.spans, *self.segments])

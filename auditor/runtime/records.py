@@ -34,7 +34,7 @@ from datetime import date, datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 __all__ = [
     "RECORD_SCHEMA_VERSION",
@@ -53,7 +53,15 @@ __all__ = [
 
 RECORD_SCHEMA_VERSION = 1
 FLAG_REASONS: tuple[str, ...] = ("overfitting", "misattribution")
-OUTCOMES: tuple[str, ...] = ("success", "failed", "timeout")
+OUTCOMES: tuple[str, ...] = ("success", "failed", "timeout", "skipped", "cancelled", "over_budget")
+"""``success``; ``failed`` and ``timeout`` (the auditor's own failures, what the error alert
+counts); ``skipped`` (nothing to audit, e.g. a prompt with no content words: the caller's input,
+not the auditor's fault); ``cancelled`` (accepted but never run: shut down before its turn, or lost
+with a killed process and recovered from the write-ahead journal at the next start); ``over_budget``
+(the game does not fit a limit: the model's context, the scored-token or memory budget; never
+truncated silently)."""
+#: Notes a record may carry (fixed strings, so they can be counted).
+NOTES: tuple[str, ...] = ("request_id_replaced",)
 
 
 class RedactionMode(str, Enum):
@@ -192,6 +200,9 @@ def redact_players(players: Sequence[Any], mode: RedactionMode | str = Redaction
             v = _get(p, k)
             if v is not None:
                 d[k] = int(v)
+        if _get(p, "segment_id") is not None:  # coarse players: id and a hash of the text, whatever the mode
+            d["segment_id"] = str(_get(p, "segment_id"))
+            d["text_sha256"] = _sha256_text(_get(p, "text") or "", key)
         out.append(d)
     return out
 
@@ -222,8 +233,9 @@ class AuditRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     flags: list[Literal["overfitting", "misattribution"]] = Field(default_factory=list)
     cost: dict[str, Any] = Field(default_factory=dict)
-    outcome: Literal["success", "failed", "timeout"] = "success"
+    outcome: Literal["success", "failed", "timeout", "skipped", "cancelled", "over_budget"] = "success"
     error: str | None = None
+    notes: list[Literal["request_id_replaced"]] = Field(default_factory=list)
     prev_hash: str | None = None
     record_hash: str | None = None
 
@@ -260,6 +272,15 @@ class AuditRecord(BaseModel):
         # stable order, no duplicates: flags are a set of reasons
         order = {r: i for i, r in enumerate(FLAG_REASONS)}
         return sorted({str(x.value if isinstance(x, Enum) else x) for x in v}, key=lambda r: (order.get(r, len(order)), r))
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_notes(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Records without notes serialise (and hash) exactly as before ``notes`` existed, so the
+        hash chains of existing stores still verify."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("notes"):
+            data.pop("notes", None)
+        return data
 
     @property
     def flagged(self) -> bool:

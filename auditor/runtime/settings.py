@@ -19,6 +19,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .store_base import redact_url
+
 __all__ = ["AuditorSettings", "DEFAULT_MODEL", "load_settings"]
 
 #: The value of ``model`` that means "the project's testbed clean model, built on first use".
@@ -83,6 +85,25 @@ class AuditorSettings(BaseSettings):
     salient_threshold: float = Field(
         0.05, gt=0.0, le=1.0, description="A term is salient when its strength is at least this share of the strongest."
     )
+    granularity: Literal["words", "sentences", "messages", "segments", "auto"] = Field(
+        "auto", description="Players of an audit without its own: words; sentences; messages (chat turns); "
+        "segments (the caller's); auto: passages or messages for long prompts, words for short ones.",
+    )
+    system_players: Literal["one", "sentences"] = Field(
+        "one", description="With messages: the system prompt is one player, or one player per sentence."
+    )
+    refine_players: int = Field(
+        2, ge=0, le=2, description="Coarse players (the most salient) refined into words in a second game; 0: none."
+    )
+    max_scored_tokens: int | None = Field(
+        2**26, ge=1, description="Token positions one audit may push through the model, both games together "
+        "(the trie plan is exact before any forward); over it: fewer refinement words, else outcome `over_budget`.",
+    )
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="Peak memory of one forward call's rows (MiB); rows per call are sized by tokens "
+        "to fit it, and one row over it is `over_budget`. Unset: half of what the weights leave of the GPU, "
+        "or 2 GiB on CPU.",
+    )
 
     # ---- sampling -----------------------------------------------------------------------------
     sample_rate: float = Field(0.05, ge=0.0, le=1.0, description="Deterministic base audit rate.")
@@ -126,12 +147,28 @@ class AuditorSettings(BaseSettings):
     handoff_timeout_s: float = Field(
         2.0, gt=0.0, le=60.0, description="Timeout of the LLM service's fire-and-forget hand-off."
     )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0.0, le=3600.0,
+        description="On shutdown, queued audits may still run for this long; the rest are stored as `cancelled`.",
+    )
+    journal_path: str | None = Field(
+        None, description="Write-ahead journal of accepted audits (recovered as `cancelled` after a crash); "
+        "default: the SQLite store's path + '.jobs'.",
+    )
     sync_audit_timeout_s: float | None = Field(
         None, gt=0.0, description="Budget of POST /audit (on demand); defaults to `audit_timeout_s`."
     )
     store_url: str = Field(
         "sqlite:///audits.sqlite",
-        description="Audit record store: sqlite:///relative/path, sqlite:////absolute/path or a path.",
+        description="Audit record store: sqlite:///relative/path, sqlite:////absolute/path, a path, or "
+        "postgresql://user[:password]@host:port/db (one hash chain shared by every replica).",
+    )
+    spool_dir: str | None = Field(
+        None, description="Local outage spool of records the store did not take (flushed in order when it "
+        "answers again); default: the SQLite store's path + '.spool', else ./audit-spool.",
+    )
+    spool_max_records: int = Field(
+        10_000, ge=1, le=10_000_000, description="Records the outage spool holds; more are dropped (counted).",
     )
     redaction: Literal["full", "masked", "hash"] = Field(
         "masked",
@@ -246,6 +283,7 @@ class AuditorSettings(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """Settings as recorded with every audit and shown by health endpoints: no secrets."""
         data = self.model_dump(mode="json", exclude={"auth_token", "sampling_key", "redaction_key"})
+        data["store_url"] = redact_url(self.store_url)  # a PostgreSQL URL may carry a password
         data["auth_required"] = self.auth_token is not None
         return data
 
@@ -258,6 +296,11 @@ class AuditorSettings(BaseSettings):
             "mode": self.mode,
             "baseline": self.baseline,
             "salient_threshold": self.salient_threshold,
+            "granularity": self.granularity,
+            "system_players": self.system_players,
+            "refine_players": self.refine_players,
+            "max_scored_tokens": self.max_scored_tokens,
+            "memory_budget_mb": self.memory_budget_mb,
             "overfitting_threshold": self.overfitting_threshold,
             "misattribution_threshold": self.misattribution_threshold,
             "redaction": self.redaction,

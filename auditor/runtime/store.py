@@ -23,6 +23,10 @@ so edited fields, deleted rows (also at the end) and reordered rows are reported
 rewrite the whole file can rebuild a valid chain; export or anchor the head hash elsewhere (e.g.
 the JSONL export, a log line) to detect that.
 
+Backends: :func:`open_store` returns this store for ``sqlite:`` URLs and paths, and the PostgreSQL store
+(:mod:`auditor.runtime.store_postgres`: one chain for a fleet of replicas) for ``postgresql://`` URLs;
+both are built from :mod:`auditor.runtime.store_base` and give the same answers.
+
 Retention (:meth:`AuditStore.apply_retention`) deletes the oldest records as a prefix of the chain
 and stores an anchor (sequence number and ``record_hash`` of the last deleted record);
 verification then starts from the anchor instead of the genesis hash.
@@ -35,7 +39,6 @@ writers (WAL). A store object used after ``fork`` reopens its connection in the 
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -44,18 +47,19 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel
-
 from .records import AuditRecord, canonical_json, compute_record_hash
+from .store_base import (GENESIS_HASH, ChainReport, StoreError, StoreUnavailable, check_row, decode_cursor,
+                         encode_cursor, redact_url, time_bound, where_clauses)
 
-__all__ = ["GENESIS_HASH", "DEFAULT_URL", "ChainReport", "AuditStore", "open_store", "StoreError", "sqlite_path_from_url"]
+__all__ = ["GENESIS_HASH", "DEFAULT_URL", "ChainReport", "AuditStore", "open_store", "StoreError", "StoreUnavailable",
+           "sqlite_path_from_url"]
 
-GENESIS_HASH = "0" * 64
 DEFAULT_URL = "sqlite:///./audits.sqlite"
+SCHEMA_VERSION = 1  # meta.schema_version of the SQLite layout
 _COUNTABLE = {"model_id": "model_id", "outcome": "outcome", "sampling_reason": "sampling_reason",
               "flagged": "flagged", "flags": None, "model": "model_id", "reason": "sampling_reason"}
 _PAGE = 500
@@ -82,20 +86,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class StoreError(RuntimeError):
-    pass
-
-
-class ChainReport(BaseModel):
-    """Result of :meth:`AuditStore.verify_chain`. ``first_bad`` is the sequence number of the first
-    record that fails (for a truncated chain: the first missing one)."""
-
-    ok: bool
-    checked: int
-    first_bad: int | None = None
-    reason: str | None = None
-
-
 def sqlite_path_from_url(url: str | os.PathLike[str]) -> str:
     """The SQLite file a store URL names (":memory:" for an in-memory store); StoreError for other schemes."""
     if isinstance(url, os.PathLike):
@@ -106,40 +96,14 @@ def sqlite_path_from_url(url: str | os.PathLike[str]) -> str:
     if url in ("sqlite://", "sqlite:", ":memory:"):
         return ":memory:"
     if "://" in url:
-        raise StoreError(f"unsupported store URL {url!r}: only sqlite:///PATH or a file path")
+        raise StoreError(f"unsupported store URL {redact_url(url)!r}: sqlite:///PATH, a file path or "
+                         "postgresql://user@host:port/db")
     return url
 
 
-def _ts(value: datetime | float | int | str | None) -> float | None:
-    """A time bound as unix seconds: aware/naive(UTC) datetime, ISO-8601 string or number."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.timestamp()
-    raise TypeError(f"cannot use {type(value).__name__} as a time bound")
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s") or not raw[1:].isascii() or not raw[1:].isdigit():
-            raise ValueError
-        seq = int(raw[1:])
-        if seq >= 2**63:  # SQLite's INTEGER range; a bigger one would be an OverflowError in the query
-            raise ValueError
-        return seq
-    except Exception as exc:  # noqa: BLE001 - any malformed cursor is the caller's error
-        raise ValueError(f"invalid cursor {cursor!r}") from exc
+_ts = time_bound
+_encode_cursor = encode_cursor
+_decode_cursor = decode_cursor
 
 
 class AuditStore:
@@ -165,7 +129,12 @@ class AuditStore:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+                version = int(self._meta(conn)["schema_version"])
+                if version > SCHEMA_VERSION:  # written by a newer release: refuse rather than misread it
+                    raise StoreError(f"the audit store {self.path!r} has schema version {version}, newer than this "
+                                     f"interaction-auditor understands ({SCHEMA_VERSION}); upgrade interaction-auditor")
 
     # -- connections ------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -262,6 +231,8 @@ class AuditStore:
                     )
                 except sqlite3.IntegrityError as exc:
                     raise ValueError(f"audit_id {stored.audit_id!r} is already stored") from exc
+                except sqlite3.OperationalError as exc:  # locked past busy_timeout, disk full, I/O error
+                    raise StoreUnavailable(f"sqlite3.OperationalError: {exc}") from exc
                 conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                                  [("head_hash", digest), ("head_seq", str(cur.lastrowid))])
         return stored
@@ -305,21 +276,7 @@ class AuditStore:
 
     @staticmethod
     def _where(since: Any, until: Any, flagged: bool | None, model: str | None) -> tuple[list[str], list[Any]]:
-        clauses, params = [], []
-        s, u = _ts(since), _ts(until)
-        if s is not None:
-            clauses.append("created_ts >= ?")
-            params.append(s)
-        if u is not None:
-            clauses.append("created_ts < ?")
-            params.append(u)
-        if flagged is not None:
-            clauses.append("flagged = ?")
-            params.append(int(bool(flagged)))
-        if model is not None:
-            clauses.append("model_id = ?")
-            params.append(model)
-        return clauses, params
+        return where_clauses(since, until, flagged, model)
 
     def query(self, since: Any = None, until: Any = None, flagged: bool | None = None, model: str | None = None,
               limit: int = 100, cursor: str | None = None) -> tuple[list[AuditRecord], str | None]:
@@ -441,35 +398,17 @@ class AuditStore:
 
     @staticmethod
     def _check_row(row: tuple[Any, ...], expected_prev: str) -> str | None:
-        (seq, audit_id, request_id, created_ts, model_id, outcome, reason, flagged, flags,
-         prev_hash, record_hash, data) = row
-        try:
-            obj = json.loads(data)
-        except (TypeError, ValueError):
-            return "stored JSON is unreadable"
-        if not isinstance(obj, dict):
-            return "stored JSON is not an object"
-        if obj.get("record_hash") != record_hash:
-            return "record_hash column differs from the stored record"
-        if compute_record_hash(obj) != record_hash:
-            return "record_hash does not match the record's content"
-        if prev_hash != obj.get("prev_hash"):
-            return "prev_hash column differs from the stored record"
-        if prev_hash != expected_prev:
-            return "prev_hash does not link to the previous record (a record was removed, reordered or altered)"
-        try:
-            rec = AuditRecord.model_validate(obj)
-        except Exception as exc:  # noqa: BLE001
-            return f"stored record does not validate: {exc.__class__.__name__}"
-        expected_cols = (rec.audit_id, rec.request_id, rec.created_at.timestamp(), rec.model_id, rec.outcome,
-                         rec.sampling_reason, int(rec.flagged), json.dumps(rec.flags))
-        if (audit_id, request_id, created_ts, model_id, outcome, reason, flagged, flags) != expected_cols:
-            return "indexed columns differ from the stored record"
-        return None
+        return check_row(row, expected_prev)
 
 
-def open_store(url: str | os.PathLike[str] | None = None, **kwargs: Any) -> AuditStore:
+def open_store(url: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:
     """Open (creating if needed) the store at ``url``: ``sqlite:///relative/path``,
-    ``sqlite:////absolute/path``, a plain path, or ``sqlite:///:memory:``. Default
-    ``sqlite:///./audits.sqlite``."""
+    ``sqlite:////absolute/path``, a plain path, ``sqlite:///:memory:``, or
+    ``postgresql://user[:password]@host[:port]/db`` (one chain for a fleet:
+    :class:`auditor.runtime.store_postgres.PostgresStore`). Default ``sqlite:///./audits.sqlite``.
+    An unreachable PostgreSQL server raises :class:`StoreUnavailable`."""
+    from .store_postgres import PostgresStore, is_postgres_url
+
+    if is_postgres_url(url):
+        return PostgresStore(str(url), **kwargs)
     return AuditStore(url or DEFAULT_URL, **kwargs)

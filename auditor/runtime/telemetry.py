@@ -82,7 +82,7 @@ SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SPARSITY_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 150, 200, 500, 1000)
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 FORWARD_PASS_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
-DROP_REASONS = ("queue_full", "handoff_error")
+DROP_REASONS = ("queue_full", "handoff_error", "shutdown")  # shutdown: refused while the auditor stops
 SIGNS = ("positive", "negative")
 MAX_ORDER = 16
 
@@ -140,6 +140,13 @@ class _Metrics:
         self.last_success = Gauge(p + "last_success_timestamp_seconds", "Unix time of the last successful audit.",
                                   ["model"], registry=r, multiprocess_mode="max")
         self.errors = Counter(p + "errors", "Errors by pipeline stage.", ["model", "stage"], registry=r)
+        # the outage spool (auditor.runtime.spool): livemax, as the workers of one replica share a directory
+        self.spool_depth = Gauge(p + "store_spool_depth", "Audit records waiting in the local spool for the store.",
+                                 ["model"], registry=r, multiprocess_mode="livemax")
+        self.spool_flushed = Counter(p + "store_spool_flushed", "Spooled audit records appended to the store.",
+                                     ["model"], registry=r)
+        self.spool_dropped = Counter(p + "store_spool_dropped", "Audit records lost: store down and spool full.",
+                                     ["model"], registry=r)
 
     def collectors(self) -> list[Any]:
         return [v for v in vars(self).values() if hasattr(v, "collect")]
@@ -267,6 +274,8 @@ class AuditorTelemetry:
         for h in (m.audit_duration, m.forward_passes, m.overfitting, m.misattribution, m.sparsity, m.cancellation):
             h.labels(md)
         m.queue_depth.labels(md)
+        for spool_metric in (m.spool_depth, m.spool_flushed, m.spool_dropped):
+            spool_metric.labels(md)
 
     # -- sampling and queue -------------------------------------------------------------------
     def record_sampling(self, decision: Any) -> None:
@@ -324,6 +333,16 @@ class AuditorTelemetry:
 
     def record_error(self, stage: str) -> None:
         self._m.errors.labels(self.model, _check(stage, ERROR_STAGES, "error stage")).inc()
+
+    # -- the store's outage spool --------------------------------------------------------------
+    def set_spool_depth(self, n: int) -> None:
+        self._m.spool_depth.labels(self.model).set(max(0, int(n)))
+
+    def record_spool_flush(self, n: int = 1) -> None:
+        self._m.spool_flushed.labels(self.model).inc(max(0, int(n)))
+
+    def record_spool_drop(self) -> None:
+        self._m.spool_dropped.labels(self.model).inc()
 
     def set_build_info(self, version: str) -> None:
         if not isinstance(version, str) or not _VERSION_RE.match(version):

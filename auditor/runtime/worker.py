@@ -36,14 +36,23 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from auditor.runtime.cpu_priority import CpuPriority, lower_current_thread
-from auditor.runtime.failures import AuditCancelled, AuditStageError, FaultInjected, classify_stage
+from auditor.runtime.failures import (
+    AuditCancelled,
+    AuditOverBudget,
+    AuditSkipped,
+    AuditStageError,
+    FaultInjected,
+    classify_stage,
+)
 from auditor.runtime.jobs import AuditJob
+from auditor.runtime.journal import JobJournal
 from auditor.runtime.records import AuditRecord, flags_for, utc_now
 
 __all__ = ["JobRunner", "SubmitResult", "AuditWorker"]
@@ -60,7 +69,7 @@ class JobRunner(Protocol):
     def failure_record(
         self,
         job: AuditJob,
-        outcome: Literal["failed", "timeout"],
+        outcome: Literal["failed", "timeout", "skipped", "cancelled", "over_budget"],
         error: str,
         started_at: datetime,
         finished_at: datetime,
@@ -88,7 +97,7 @@ class _NullTelemetry:
 @dataclass(frozen=True)
 class SubmitResult:
     accepted: bool
-    reason: Literal["queued", "queue_full", "stopped"]
+    reason: Literal["queued", "queue_full", "stopped", "expired"]
     queue_depth: int
 
 
@@ -97,6 +106,7 @@ class _Pending:
     job: AuditJob
     done: threading.Event
     record: AuditRecord | None = None
+    job_id: str = ""  # the journal's key (request ids are the caller's and need not be unique)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -128,6 +138,7 @@ class AuditWorker:
         cpu_priority: CpuPriority = "normal",
         nice: int = 10,
         clock: Callable[[], float] = time.monotonic,
+        journal: JobJournal | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -157,23 +168,49 @@ class AuditWorker:
         self._lock = threading.Lock()
         self._busy = False
         self._warm = threading.Event()
+        self.journal = journal  # write-ahead record of accepted jobs (auditor.runtime.journal)
+        self._closing = threading.Event()  # shutting down: refuse new jobs, drain the queue
+        self._submit_lock = threading.Lock()  # no job slips into the queue after it was emptied
+        self._active: set[threading.Event] = set()  # cancel events of running engines
         self.processed = 0
         self.dropped = 0
+        self.cancelled = 0
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self) -> AuditWorker:
         if self._thread is None:
+            self._recover()
             threading.Thread(target=self._warm_up, name="audit-warm-up", daemon=True).start()
             self._thread = threading.Thread(target=self._loop, name="audit-worker", daemon=True)
             self._thread.start()
             self.telemetry.set_queue_depth(0)
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop taking jobs; the job in progress gets ``timeout`` seconds to finish."""
+    def stop(self, timeout: float = 5.0, *, drain_s: float = 0.0) -> int:
+        """Shut down without losing a job silently: refuse new jobs, let the queue drain for up to
+        ``drain_s`` seconds, then cancel the audit in progress (it gets ``timeout`` seconds to stop)
+        and store every job not run as outcome ``cancelled``. Returns how many were cancelled."""
+        with self._submit_lock:
+            self._closing.set()
+        deadline = self._clock() + max(0.0, drain_s)
+        while self._thread is not None and self._clock() < deadline and not (self._queue.empty() and not self._busy):
+            time.sleep(0.02)
         self._stop.set()
+        with self._lock:
+            active = list(self._active)
+        for cancel in active:
+            cancel.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        before = self.cancelled
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._cancel(pending, "cancelled: the auditor shut down before this audit's turn")
+        self.telemetry.set_queue_depth(0)
+        return self.cancelled - before
 
     @property
     def alive(self) -> bool:
@@ -196,17 +233,26 @@ class AuditWorker:
 
     # ---- hand-off ---------------------------------------------------------------------------
     def submit(self, job: AuditJob) -> SubmitResult:
-        """Queue ``job`` without blocking; a full queue drops it (counted)."""
-        if self._stop.is_set() or self._thread is None:
-            self.telemetry.record_drop("queue_full")
-            self.dropped += 1
-            return SubmitResult(False, "stopped", self._queue.qsize())
-        try:
-            self._queue.put_nowait(_Pending(job, threading.Event()))
-        except queue.Full:
-            self.telemetry.record_drop("queue_full")
-            self.dropped += 1
-            return SubmitResult(False, "queue_full", self._queue.qsize())
+        """Queue ``job`` without blocking; a full queue drops it (counted). An accepted job is
+        journaled first, so a killed process leaves a trace of it (auditor.runtime.journal)."""
+        with self._submit_lock:
+            if self._stop.is_set() or self._closing.is_set() or self._thread is None:
+                self.telemetry.record_drop("shutdown")
+                self.dropped += 1
+                return SubmitResult(False, "stopped", self._queue.qsize())
+            if job.handoff_deadline is not None and time.time() > job.handoff_deadline:
+                # the sender has given up on this hand-off and counts it as failed: not accepted,
+                # and not counted here, so the drop is counted exactly once
+                return SubmitResult(False, "expired", self._queue.qsize())
+            pending = _Pending(job, threading.Event(), job_id=uuid.uuid4().hex)
+            self._journal("accepted", pending.job_id, job)
+            try:
+                self._queue.put_nowait(pending)
+            except queue.Full:
+                self._journal("finished", pending.job_id)
+                self.telemetry.record_drop("queue_full")
+                self.dropped += 1
+                return SubmitResult(False, "queue_full", self._queue.qsize())
         depth = self._queue.qsize()
         self.telemetry.set_queue_depth(depth)
         return SubmitResult(True, "queued", depth)
@@ -255,13 +301,63 @@ class AuditWorker:
                 while not self._warm.wait(0.1) and not self._stop.is_set():
                     pass
                 self._wait_for_abandoned()
+                if self._stop.is_set():  # taken just as the worker stopped: never run, so cancelled
+                    self._cancel(pending, "cancelled: the auditor shut down before this audit's turn")
+                    continue
                 pending.record = self._execute(pending.job, self.timeout_s)
+                self._journal("finished", pending.job_id)
             except Exception:  # pragma: no cover - _execute never raises; belt and braces
                 logger.exception("audit worker: unexpected error")
             finally:
                 pending.done.set()
                 self.processed += 1
                 self._busy = False
+
+    def _journal(self, op: str, job_id: str, job: AuditJob | None = None) -> None:
+        """Write to the journal; a failing journal is logged and counted, never blocks an audit."""
+        if self.journal is None or not job_id:
+            return
+        try:
+            if op == "accepted":
+                self.journal.accepted(job_id, job)
+            else:
+                self.journal.finished(job_id)
+        except Exception:  # noqa: BLE001
+            logger.exception("audit worker: job journal write failed")
+            self.telemetry.record_error("store")
+
+    def _cancel(self, pending: _Pending, message: str) -> None:
+        """Store ``pending`` as ``cancelled`` (a trace of every accepted job that did not run)."""
+        pending.record = self._finish(self._failure(pending.job, "cancelled", message, utc_now()), [])
+        self._journal("finished", pending.job_id)
+        self.cancelled += 1
+        pending.done.set()
+
+    def _recover(self) -> None:
+        """Jobs a killed process had accepted but not finished: stored as ``cancelled`` at start."""
+        if self.journal is None:
+            return
+        try:
+            lost = self.journal.recover()
+        except Exception:  # noqa: BLE001
+            logger.exception("audit worker: the job journal could not be read")
+            self.telemetry.record_error("store")
+            return
+        for entry in lost:
+            kept = entry["job"]
+            try:
+                job = AuditJob(request_id=kept.get("request_id") or "unknown", prompt="",
+                               sampling_reason=kept.get("sampling_reason") or "forced",
+                               sampling_probability=kept.get("sampling_probability"),
+                               request_id_replaced=bool(kept.get("request_id_replaced")))
+            except Exception:  # noqa: BLE001 - a damaged entry still leaves a record
+                job = AuditJob(request_id="unknown", prompt="")
+            self._cancel(_Pending(job, threading.Event()),
+                         "cancelled: accepted, but the auditor process ended before it ran (recovered from the "
+                         "job journal)")
+        if lost:
+            logger.warning("audit worker: %d accepted audits were lost by a previous process; stored as cancelled",
+                           len(lost))
 
     def _live_abandoned(self) -> int:
         with self._lock:
@@ -299,8 +395,14 @@ class AuditWorker:
         thread = threading.Thread(
             target=self._run_engine, args=(job, cancel, box), name=f"audit-{job.request_id[:16]}", daemon=True
         )
-        thread.start()
-        thread.join(budget_s)
+        with self._lock:
+            self._active.add(cancel)
+        try:
+            thread.start()
+            thread.join(budget_s)
+        finally:
+            with self._lock:
+                self._active.discard(cancel)
         if thread.is_alive():
             cancel.set()
             thread.join(0.05)  # a cooperative engine stops at once; do not wait for others
@@ -313,8 +415,17 @@ class AuditWorker:
             )
             return self._finish(record, [])
         error = box.get("error")
+        if isinstance(error, AuditOverBudget):  # the game does not fit a configured limit: no error counted
+            logger.info("audit %s over budget: %s", job.request_id, error)
+            return self._finish(self._failure(job, "over_budget", str(error), started_at), [])
+        if isinstance(error, AuditSkipped):  # the caller's input had nothing to audit: no error counted
+            logger.info("audit %s skipped: %s", job.request_id, error)
+            return self._finish(self._failure(job, "skipped", str(error), started_at), [])
         if error is not None:
             stage = classify_stage(error)
+            if isinstance(error, AuditCancelled) and self._stop.is_set():  # stopped by a shutdown
+                message = f"cancelled: the auditor shut down while this audit ran ({error})"
+                return self._finish(self._failure(job, "cancelled", message, started_at), [])
             if isinstance(error, AuditCancelled):  # cancelled without hitting the join timeout
                 stage, outcome = "timeout", "timeout"
             else:
@@ -334,8 +445,8 @@ class AuditWorker:
                 record = record.model_copy(update={"flags": flags})
         return self._finish(record, flags)
 
-    def _failure(self, job: AuditJob, outcome: Literal["failed", "timeout"], message: str,
-                 started_at: datetime) -> AuditRecord:
+    def _failure(self, job: AuditJob, outcome: Literal["failed", "timeout", "skipped", "cancelled", "over_budget"],
+                 message: str, started_at: datetime) -> AuditRecord:
         try:
             return self.engine.failure_record(job, outcome, message[:2000], started_at, utc_now())
         except Exception as error:  # the engine could not even build a failure record

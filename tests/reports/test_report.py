@@ -278,7 +278,10 @@ def test_cli_report_errors(tmp_path, capsys, filled_store):
     assert main(["report", "--store", str(filled_store), "--from", "yesterday"]) == 2
     assert "ISO-8601" in capsys.readouterr().err
     assert main(["report", "--store", str(filled_store), "--from", "2025-03-02", "--to", "2025-03-01"]) == 2
-    assert main(["report", "--store", "postgres://db/audits"]) == 2
+    assert main(["report", "--store", "mysql://db/audits"]) == 2  # no such backend
+    capsys.readouterr()
+    assert main(["report", "--store", "postgres://db/audits"]) == 3  # a PostgreSQL store that does not answer
+    assert "cannot connect to the audit store" in capsys.readouterr().err
     assert main(["report", "--store", str(filled_store), "--json"]) == 2  # summary and report both on stdout
     assert main(["report", "--store", str(filled_store), "--out", str(tmp_path / "no" / "dir" / "r.html")]) == 2
     with pytest.raises(SystemExit) as exit_info:

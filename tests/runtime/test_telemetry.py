@@ -24,8 +24,8 @@ from auditor.runtime.telemetry import AuditorTelemetry
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 LABEL_VALUES = {
-    "reason": set(REASONS) | {"queue_full", "handoff_error", "overfitting", "misattribution"},
-    "outcome": {"success", "failed", "timeout"},
+    "reason": set(REASONS) | {"queue_full", "handoff_error", "shutdown", "overfitting", "misattribution"},
+    "outcome": {"success", "failed", "timeout", "skipped", "cancelled", "over_budget"},
     "stage": {"sampling", "handoff", "players", "scoring", "solver", "metrics", "store", "timeout"},
     "order": {str(i) for i in range(1, 17)},
     "sign": {"positive", "negative"},
@@ -97,9 +97,10 @@ def test_exposition_matches_the_spec_table():
     exercise(t)
     fams = families(reg)
     spec = spec_table()
-    assert len(spec) == 15
+    assert len(spec) == 18
     gauges = {"interaction_auditor_build_info": t._m.build_info, "interaction_auditor_queue_depth": t._m.queue_depth,
-              "interaction_auditor_last_success_timestamp_seconds": t._m.last_success}
+              "interaction_auditor_last_success_timestamp_seconds": t._m.last_success,
+              "interaction_auditor_store_spool_depth": t._m.spool_depth}
     for name, (typ, labels, mode) in spec.items():
         fam_name = name[: -len("_total")] if typ == "counter" else name
         assert fam_name in fams, name

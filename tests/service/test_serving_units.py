@@ -123,6 +123,7 @@ class _FakeAuditor:
 def _hook(**kw):
     from service.hook import AuditHook
 
+    kw.setdefault("sampling_key", "unit-test-key")  # no key kept in a store file for unit tests
     hook = AuditHook(AuditorSettings(low_confidence_threshold=None, max_audits_per_minute=None,
                                      handoff_timeout_s=0.2, **kw))
     hook.telemetry = _Tel()
@@ -130,7 +131,7 @@ def _hook(**kw):
 
 
 async def _settle(hook):
-    for _ in range(100):
+    for _ in range(400):  # a hand-off waits its deadline plus a margin for the reply (hook._handoff)
         if not hook.inflight:
             return
         await asyncio.sleep(0.01)

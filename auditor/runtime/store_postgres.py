@@ -1,0 +1,394 @@
+"""Hash-chained audit store on PostgreSQL (psycopg 3 + psycopg_pool): one chain for a fleet.
+
+Same interface and guarantees as the SQLite :class:`auditor.runtime.store.AuditStore` (same tables,
+same columns, same checks in :meth:`PostgresStore.verify_chain`), for several LLM replicas and
+auditor workers on several hosts appending to *one* linear chain.
+
+Why the chain head is serialized in the database: every append runs in one transaction that first
+takes ``pg_advisory_xact_lock`` on a key derived from the current schema, then reads the head
+(``meta``), inserts the record with ``seq = head_seq + 1`` and moves the head. The lock is held until
+commit, so two writers anywhere can never read the same head and fork the chain, and a writer
+killed mid-append (``kill -9``, a cut connection) loses its transaction and its lock together: the
+server rolls back, nothing half-written remains. A lock in process memory would only serialize one
+process. Sequence numbers are assigned under the lock (not by a sequence, whose values are not
+transactional), so the chain has no gaps.
+
+Durability: a commit returns after the WAL is flushed on the server (``synchronous_commit`` is
+forced ``on`` for these transactions), so an acknowledged append survives a server crash.
+
+Schema versions: table ``auditor_schema`` holds the version. Opening a store creates the schema if
+it is missing, refuses a store whose version is newer than this code (:class:`StoreError`, saying
+so), and migrates an older one in the same transaction (``_MIGRATIONS``), under the same advisory
+lock, so two replicas starting at once do not both migrate.
+
+Connection failures (server down, network cut, pool exhausted) raise
+:class:`~auditor.runtime.store.StoreUnavailable`, which the spool (:mod:`auditor.runtime.spool`)
+turns into "keep it on local disk and flush later". Passwords never appear in ``url`` or messages.
+
+Tests and tools that want their own namespace pass ``options=-csearch_path=NAME`` in the URL's
+query string (libpq's own parameter): everything, the lock key included, is per schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from .records import AuditRecord, canonical_json, compute_record_hash
+from .store_base import (GENESIS_HASH, ChainReport, StoreError, StoreUnavailable, check_row, decode_cursor,
+                         encode_cursor, redact_url, time_bound, where_clauses)
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore", "has_audit_store", "is_postgres_url"]
+
+SCHEMA_VERSION = 2
+_PAGE = 1000
+_LOCK_CLASS = 0x41554454  # "AUDT": the advisory lock's first key; the second is the schema's hash
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%d, hashtext(current_schema()))"
+_COUNTABLE = {"model_id": "model_id", "outcome": "outcome", "sampling_reason": "sampling_reason",
+              "flagged": "flagged", "flags": None, "model": "model_id", "reason": "sampling_reason"}
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS auditor_schema (version integer NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS audits (
+        seq             bigint PRIMARY KEY,
+        audit_id        text NOT NULL UNIQUE,
+        request_id      text NOT NULL,
+        created_ts      double precision NOT NULL,
+        model_id        text NOT NULL,
+        outcome         text NOT NULL,
+        sampling_reason text NOT NULL,
+        flagged         integer NOT NULL,
+        flags           text NOT NULL,
+        prev_hash       text NOT NULL,
+        record_hash     text NOT NULL,
+        data            text NOT NULL)""",  # text, not jsonb: jsonb would reorder the canonical JSON
+    "CREATE INDEX IF NOT EXISTS audits_created ON audits (created_ts)",
+    "CREATE INDEX IF NOT EXISTS audits_model ON audits (model_id, seq)",
+    "CREATE INDEX IF NOT EXISTS audits_flagged ON audits (flagged, seq)",
+    "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)",
+    # v2: secrets every replica must share (the sampler's key, auditor/runtime/sampling_key.py)
+    "CREATE TABLE IF NOT EXISTS auditor_secrets (name text PRIMARY KEY, value text NOT NULL)",
+]
+# version -> statements that bring a store of that version to version + 1
+_MIGRATIONS: dict[int, list[str]] = {
+    1: ["CREATE TABLE IF NOT EXISTS auditor_secrets (name text PRIMARY KEY, value text NOT NULL)"],
+}
+
+
+def is_postgres_url(url: object) -> bool:
+    return isinstance(url, str) and url.split("://", 1)[0].lower() in ("postgresql", "postgres")
+
+
+def has_audit_store(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether the database (schema) at ``url`` already holds an audit store, checked without
+    creating anything (tools that read a store must not create one in a mistyped database).
+    :class:`StoreUnavailable` when the server cannot be reached."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=max(1, int(timeout_s)), autocommit=True) as conn:
+            row = conn.execute("SELECT to_regclass('auditor_schema') IS NOT NULL AND "
+                               "to_regclass('audits') IS NOT NULL AND to_regclass('meta') IS NOT NULL").fetchone()
+    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+        raise StoreUnavailable(f"cannot connect to the audit store {redact_url(url)!r}: "
+                               f"{' '.join(str(error).split()) or type(error).__name__}") from error
+    return bool(row[0])
+
+
+class PostgresStore:
+    """See the module docstring. ``pool_size`` connections at most; ``timeout_s`` bounds the wait for
+    a connection (and the connect itself), after which an append fails over to the spool."""
+
+    def __init__(self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> None:
+        if not is_postgres_url(url):
+            raise StoreError(f"not a PostgreSQL URL: {redact_url(str(url))!r}")
+        self.url = redact_url(url)
+        self._dsn = url
+        self._pool_size = int(pool_size)
+        self._timeout_s = float(timeout_s)
+        self._lock = threading.Lock()
+        self._pool: Any = None
+        self._pid = os.getpid()
+        try:
+            with self._conn() as conn, conn.transaction():
+                self._lock_chain(conn)
+                self._ensure_schema(conn)
+        except StoreUnavailable as error:
+            self.close()
+            raise StoreUnavailable(f"cannot connect to the audit store {self.url!r}: {error}") from error
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections ------------------------------------------------------------------------
+    def _get_pool(self) -> Any:
+        from psycopg_pool import ConnectionPool
+
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                # after fork the parent's sockets must not be used (nor closed) in the child
+                self._pool = ConnectionPool(
+                    self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout_s, open=False,
+                    check=ConnectionPool.check_connection, reconnect_timeout=0,
+                    kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout_s)),
+                            "application_name": "interaction-auditor"})
+                self._pool.open(wait=False)
+                self._pid = os.getpid()
+            return self._pool
+
+    @contextmanager
+    def _conn(self) -> Iterator[Any]:
+        """A pooled connection; connection-level failures become :class:`StoreUnavailable`."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._get_pool().connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as error:
+            if isinstance(error, psycopg.errors.InsufficientPrivilege):
+                raise
+            detail = " ".join(str(error).split()) or "connection lost"  # libpq's messages span lines
+            raise StoreUnavailable(f"{type(error).__name__}: {detail}") from error
+
+    @staticmethod
+    def _lock_chain(conn: Any) -> None:
+        conn.execute(_LOCK_SQL % _LOCK_CLASS)
+
+    def _ensure_schema(self, conn: Any) -> None:
+        for stmt in _SCHEMA[:1]:
+            conn.execute(stmt)
+        row = conn.execute("SELECT max(version) FROM auditor_schema").fetchone()
+        version = row[0]
+        if version is None:
+            for stmt in _SCHEMA[1:]:
+                conn.execute(stmt)
+            conn.execute("INSERT INTO auditor_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the audit store {self.url!r} has schema version {version}, newer than this "
+                             f"interaction-auditor understands ({SCHEMA_VERSION}); upgrade interaction-auditor")
+        while version < SCHEMA_VERSION:  # inside the caller's transaction: all migrations or none
+            for stmt in _MIGRATIONS[version]:
+                conn.execute(stmt)
+            version += 1
+        conn.execute("UPDATE auditor_schema SET version = %s", (version,))
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Any]:
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield conn
+
+    def schema_version(self) -> int:
+        with self._conn() as conn:
+            return int(conn.execute("SELECT max(version) FROM auditor_schema").fetchone()[0])
+
+    def get_or_create_secret(self, name: str, value: str) -> str:
+        """The secret ``name``, set to ``value`` by the first replica that asks (so every replica
+        sharing the store agrees, e.g. on the sampling key)."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute("INSERT INTO auditor_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                         (name, value))
+            return str(conn.execute("SELECT value FROM auditor_secrets WHERE name = %s", (name,)).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.close(timeout=1.0)
+            self._pool = None
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _meta(conn: Any) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    @staticmethod
+    def _set_meta(conn: Any, items: list[tuple[str, str]]) -> None:
+        for key, value in items:
+            conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                         "SET value = EXCLUDED.value", (key, value))
+
+    # -- writes -----------------------------------------------------------------------------
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Chain and store ``record`` (see :meth:`auditor.runtime.store.AuditStore.append`);
+        committed and flushed on the server when it returns. ``ValueError`` for a duplicate
+        ``audit_id``; :class:`StoreUnavailable` when the server cannot be reached (nothing was
+        stored, or, if the connection broke during the commit, possibly the record: a retry then
+        gets ``ValueError``, never a second copy)."""
+        import psycopg
+
+        if not isinstance(record, AuditRecord):
+            raise TypeError("append() takes an AuditRecord")
+        # validated and serialised outside the lock: only the hash, which needs the head, is computed under it
+        stored = AuditRecord.model_validate(record.model_copy(update={"prev_hash": None, "record_hash": None})
+                                            .model_dump())
+        with self._conn() as conn:
+            try:
+                # pipeline mode: BEGIN, SET, lock and the head read go in one round trip, the inserts and
+                # COMMIT in a second, so the chain lock is held for two round trips and the WAL flush
+                with conn.pipeline(), conn.transaction():
+                    conn.execute("SET LOCAL synchronous_commit = on")  # durable whatever the server's default
+                    self._lock_chain(conn)
+                    meta = self._meta(conn)
+                    prev = meta.get("head_hash") or meta.get("anchor_hash") or GENESIS_HASH
+                    seq = int(meta.get("head_seq") or meta.get("anchor_seq") or 0) + 1
+                    stored.prev_hash = prev
+                    stored.record_hash = digest = compute_record_hash(stored)
+                    conn.execute(
+                        "INSERT INTO audits (seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason,"
+                        " flagged, flags, prev_hash, record_hash, data) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                        (seq, stored.audit_id, stored.request_id, stored.created_at.timestamp(), stored.model_id,
+                         stored.outcome, stored.sampling_reason, int(stored.flagged), json.dumps(stored.flags),
+                         prev, digest, canonical_json(stored)))
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('head_hash', %s), ('head_seq', %s) "
+                                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (digest, str(seq)))
+            except psycopg.errors.UniqueViolation as exc:
+                raise ValueError(f"audit_id {record.audit_id!r} is already stored") from exc
+        return stored
+
+    def apply_retention(self, max_age_days: float, *, now: datetime | float | None = None) -> int:
+        """Delete the oldest records as a prefix of the chain and anchor the rest; see
+        :meth:`auditor.runtime.store.AuditStore.apply_retention`."""
+        max_age_days = float(max_age_days)
+        if not max_age_days > 0:
+            raise ValueError("max_age_days must be positive")
+        now_ts = time_bound(now) if now is not None else time.time()
+        cutoff = now_ts - max_age_days * 86400.0
+        with self._conn() as conn, conn.transaction():
+            self._lock_chain(conn)
+            first_young = conn.execute("SELECT min(seq) FROM audits WHERE created_ts >= %s", (cutoff,)).fetchone()[0]
+            if first_young is None:
+                limit_seq = (conn.execute("SELECT max(seq) FROM audits").fetchone()[0] or 0) + 1
+            else:
+                limit_seq = first_young
+            last = conn.execute("SELECT seq, record_hash FROM audits WHERE seq < %s ORDER BY seq DESC LIMIT 1",
+                                (limit_seq,)).fetchone()
+            if last is None:
+                return 0
+            n = conn.execute("DELETE FROM audits WHERE seq <= %s", (last[0],)).rowcount
+            self._set_meta(conn, [("anchor_hash", last[1]), ("anchor_seq", str(last[0]))])
+        return n
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, audit_id: str) -> AuditRecord | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT data FROM audits WHERE audit_id = %s", (audit_id,)).fetchone()
+        return None if row is None else AuditRecord.model_validate_json(row[0])
+
+    @staticmethod
+    def _where(since: Any, until: Any, flagged: bool | None, model: str | None) -> tuple[list[str], list[Any]]:
+        return where_clauses(since, until, flagged, model, placeholder="%s")
+
+    def query(self, since: Any = None, until: Any = None, flagged: bool | None = None, model: str | None = None,
+              limit: int = 100, cursor: str | None = None) -> tuple[list[AuditRecord], str | None]:
+        """Records in chain order; see :meth:`auditor.runtime.store.AuditStore.query`."""
+        limit = int(limit)
+        if not 1 <= limit <= 10_000:
+            raise ValueError("limit must be in 1..10000")
+        clauses, params = self._where(since, until, flagged, model)
+        if cursor:
+            clauses.append("seq > %s")
+            params.append(decode_cursor(cursor))
+        sql = "SELECT seq, data FROM audits" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._conn() as conn:
+            rows = conn.execute(sql + " ORDER BY seq LIMIT %s", [*params, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        records = [AuditRecord.model_validate_json(r[1]) for r in rows]
+        return records, (encode_cursor(rows[-1][0]) if more and rows else None)
+
+    def count(self) -> int:
+        with self._conn() as conn:
+            return int(conn.execute("SELECT count(*) FROM audits").fetchone()[0])
+
+    def count_by(self, field: str) -> dict[str, int]:
+        """Record counts grouped by a field; see :meth:`auditor.runtime.store.AuditStore.count_by`."""
+        if field not in _COUNTABLE:
+            raise ValueError(f"cannot count by {field!r}; choose one of {sorted(_COUNTABLE)}")
+        col = _COUNTABLE[field]
+        with self._conn() as conn:
+            if col is None:
+                rows = conn.execute("SELECT j, count(*) FROM audits, json_array_elements_text(audits.flags::json) AS j"
+                                    " GROUP BY j").fetchall()
+            else:
+                rows = conn.execute(f"SELECT {col}, count(*) FROM audits GROUP BY {col}").fetchall()
+        if col == "flagged":
+            return {("true" if k else "false"): int(n) for k, n in rows}
+        return {str(k): int(n) for k, n in rows}
+
+    def export_jsonl(self, path_or_file: str | os.PathLike[str] | IO[Any], since: Any = None,
+                     until: Any = None) -> int:
+        """Write the records as canonical JSON lines; see :meth:`auditor.runtime.store.AuditStore.export_jsonl`."""
+        if isinstance(path_or_file, (str, os.PathLike)):
+            path = Path(path_or_file)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            try:
+                with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+                    n = self._export(fh, since, until)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            return n
+        return self._export(path_or_file, since, until)
+
+    def _export(self, fh: IO[Any], since: Any, until: Any) -> int:
+        binary = isinstance(fh, (io.RawIOBase, io.BufferedIOBase)) or "b" in getattr(fh, "mode", "")
+        clauses, params = self._where(since, until, None, None)
+        sql = "SELECT seq, data FROM audits WHERE seq > %s" + "".join(" AND " + c for c in clauses) + \
+              " ORDER BY seq LIMIT %s"
+        n, last = 0, 0
+        with self._snapshot() as conn:
+            while rows := conn.execute(sql, [last, *params, _PAGE]).fetchall():
+                for seq, data in rows:
+                    line = data + "\n"
+                    fh.write(line.encode("utf-8") if binary else line)
+                    n += 1
+                    last = seq
+        return n
+
+    def verify_chain(self) -> ChainReport:
+        """Every hash, link, column and the head, in one REPEATABLE READ snapshot; see
+        :meth:`auditor.runtime.store.AuditStore.verify_chain` (the same checks, the same reasons)."""
+        checked = 0
+        with self._snapshot() as conn:
+            meta = self._meta(conn)
+            expected_prev = meta.get("anchor_hash") or GENESIS_HASH
+            last_seq = int(meta.get("anchor_seq", "0"))
+            while rows := conn.execute(
+                    "SELECT seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason, flagged,"
+                    " flags, prev_hash, record_hash, data FROM audits WHERE seq > %s ORDER BY seq LIMIT %s",
+                    (last_seq, _PAGE)).fetchall():
+                for row in rows:
+                    problem = check_row(tuple(row), expected_prev)
+                    if problem is not None:
+                        return ChainReport(ok=False, checked=checked, first_bad=row[0], reason=problem)
+                    expected_prev, last_seq = row[10], row[0]
+                    checked += 1
+            head_hash = meta.get("head_hash")
+            head_seq = int(meta.get("head_seq", "0"))
+            if head_hash is not None and (head_hash != expected_prev or head_seq != last_seq):
+                if head_seq > last_seq:
+                    return ChainReport(ok=False, checked=checked, first_bad=last_seq + 1,
+                                       reason=f"chain truncated: head is record {head_seq}, last present is {last_seq}")
+                return ChainReport(ok=False, checked=checked, first_bad=head_seq or None,
+                                   reason="chain head does not match the last record")
+            if head_hash is None and checked:
+                return ChainReport(ok=False, checked=checked, first_bad=None, reason="chain head missing")
+        return ChainReport(ok=True, checked=checked)
