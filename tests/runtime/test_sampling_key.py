@@ -10,19 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from auditor.runtime.sampling import request_uniform
 from auditor.runtime.sampling_key import ensure_sampling_key
-
-
-def _evasive_ids(rate: float, n: int = 200) -> list[str]:
-    """What an attacker computes offline: ids the unkeyed hash never samples at ``rate``."""
-    ids, i = [], 0
-    while len(ids) < n:
-        rid = f"evade-{i}"
-        if request_uniform(rid) >= rate:
-            ids.append(rid)
-        i += 1
-    return ids
 
 
 def test_the_generated_key_is_kept_with_the_store_and_stable(tmp_path):
