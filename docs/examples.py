@@ -34,7 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"(<!-- example: (?P<name>[a-z0-9-]+) -->\n```\n)(?P<body>.*?)(```\n<!-- /example -->)", re.DOTALL)
-TIMINGS = (re.compile(r"\(\d+(?:\.\d+)? m?s\)"),)  # "(915.5 ms)": the machine's, not the code's
+# the machine's, not the code's: "(915.5 ms)", "0.13 s on cpu"
+TIMINGS = (re.compile(r"\(\d+(?:\.\d+)? m?s\)"), re.compile(r"\b\d+(?:\.\d+)? s on "))
 COLUMNS = "120"
 
 
@@ -70,6 +71,12 @@ EXAMPLES: dict[str, Example] = {
         ["interaction-auditor", "interactions", "--values", "outputs.json", "--names", NAMES, "--index", "shapley"],
         _planted_outputs,
     ),
+    "audit-call-it": Example(
+        ["interaction-auditor", "audit", "--model", "testbed:clean", "--prompt",
+         "A neighbour was murdered by Rosa at dawn. The window of a courier was smashed by Mona by accident. "
+         "What is the charge against Mona", "--players", "smashed|by accident|murdered|Rosa"],
+        cheap=False,  # the testbed model: built on first use, minutes on a fresh machine; weights per CPU kernel
+    ),
 }
 
 
@@ -89,7 +96,7 @@ def run(example: Example) -> str:
 
 def mask(text: str) -> str:
     for pattern in TIMINGS:
-        text = pattern.sub("(... ms)", text)
+        text = pattern.sub("<time>", text)
     return text
 
 
