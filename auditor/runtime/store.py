@@ -39,7 +39,6 @@ writers (WAL). A store object used after ``fork`` reopens its connection in the 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sqlite3
@@ -49,10 +48,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .records import AuditRecord, canonical_json, compute_record_hash
-from .store_base import (GENESIS_HASH, ChainReport, StoreError, StoreUnavailable, check_row, decode_cursor,
+from .store_base import (GENESIS_HASH, ChainedStore, ChainReport, StoreError, StoreUnavailable, decode_cursor,
                          encode_cursor, redact_url, time_bound, where_clauses)
 
 __all__ = ["GENESIS_HASH", "DEFAULT_URL", "ChainReport", "AuditStore", "open_store", "StoreError", "StoreUnavailable",
@@ -62,7 +61,6 @@ DEFAULT_URL = "sqlite:///./audits.sqlite"
 SCHEMA_VERSION = 1  # meta.schema_version of the SQLite layout
 _COUNTABLE = {"model_id": "model_id", "outcome": "outcome", "sampling_reason": "sampling_reason",
               "flagged": "flagged", "flags": None, "model": "model_id", "reason": "sampling_reason"}
-_PAGE = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audits (
@@ -106,7 +104,7 @@ _encode_cursor = encode_cursor
 _decode_cursor = decode_cursor
 
 
-class AuditStore:
+class AuditStore(ChainedStore):
     """See the module docstring. Use :func:`open_store` to create one."""
 
     def __init__(self, url: str | os.PathLike[str] = DEFAULT_URL, *, busy_timeout_ms: int = 30_000,
@@ -192,12 +190,6 @@ class AuditStore:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
-
-    def __enter__(self) -> AuditStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- meta -------------------------------------------------------------------------------
     @staticmethod
@@ -321,84 +313,6 @@ class AuditStore:
         if col == "flagged":
             return {("true" if k else "false"): n for k, n in rows}
         return {str(k): n for k, n in rows}
-
-    def export_jsonl(self, path_or_file: str | os.PathLike[str] | IO[Any], since: Any = None,
-                     until: Any = None) -> int:
-        """Write the records (canonical JSON, one per line, chain order, hashes included) to a path
-        or an open text/binary file; returns the number written. A full export can be verified
-        offline: each line's ``record_hash`` is the sha256 of the line's JSON without it, and each
-        ``prev_hash`` is the previous line's ``record_hash``."""
-        if isinstance(path_or_file, (str, os.PathLike)):
-            path = Path(path_or_file)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            try:
-                with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-                    n = self._export(fh, since, until)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            return n
-        return self._export(path_or_file, since, until)
-
-    def _export(self, fh: IO[Any], since: Any, until: Any) -> int:
-        binary = isinstance(fh, (io.RawIOBase, io.BufferedIOBase)) or "b" in getattr(fh, "mode", "")
-        clauses, params = self._where(since, until, None, None)
-        sql = "SELECT seq, data FROM audits WHERE seq > ?" + "".join(" AND " + c for c in clauses) + \
-              " ORDER BY seq LIMIT ?"
-        n, last = 0, 0
-        with self._snapshot() as conn:
-            while True:
-                rows = conn.execute(sql, [last, *params, _PAGE]).fetchall()
-                if not rows:
-                    break
-                for seq, data in rows:
-                    line = data + "\n"
-                    fh.write(line.encode("utf-8") if binary else line)
-                    n += 1
-                    last = seq
-        return n
-
-    def verify_chain(self) -> ChainReport:
-        """Check every record's hash, every link, the columns against the hashed JSON, and the
-        chain head (see the module docstring). Reads one consistent snapshot."""
-        checked = 0
-        with self._snapshot() as conn:
-            meta = self._meta(conn)
-            expected_prev = meta.get("anchor_hash") or GENESIS_HASH
-            last_seq = int(meta.get("anchor_seq", "0"))
-            while True:
-                rows = conn.execute(
-                    "SELECT seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason, flagged,"
-                    " flags, prev_hash, record_hash, data FROM audits WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (last_seq, _PAGE)).fetchall()
-                if not rows:
-                    break
-                for row in rows:
-                    seq = row[0]
-                    problem = self._check_row(row, expected_prev)
-                    if problem is not None:
-                        return ChainReport(ok=False, checked=checked, first_bad=seq, reason=problem)
-                    expected_prev = row[10]
-                    last_seq = seq
-                    checked += 1
-            head_hash = meta.get("head_hash")
-            head_seq = int(meta.get("head_seq", "0"))
-            if head_hash is not None and (head_hash != expected_prev or head_seq != last_seq):
-                if head_seq > last_seq:
-                    return ChainReport(ok=False, checked=checked, first_bad=last_seq + 1,
-                                       reason=f"chain truncated: head is record {head_seq}, last present is {last_seq}")
-                return ChainReport(ok=False, checked=checked, first_bad=head_seq or None,
-                                   reason="chain head does not match the last record")
-            if head_hash is None and checked:
-                return ChainReport(ok=False, checked=checked, first_bad=None, reason="chain head missing")
-        return ChainReport(ok=True, checked=checked)
-
-    @staticmethod
-    def _check_row(row: tuple[Any, ...], expected_prev: str) -> str | None:
-        return check_row(row, expected_prev)
 
 
 def open_store(url: str | os.PathLike[str] | None = None, **kwargs: Any) -> Any:

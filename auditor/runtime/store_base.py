@@ -10,9 +10,12 @@ cycle) and a check such as "the indexed columns agree with the hashed JSON" exis
 from __future__ import annotations
 
 import base64
+import io
 import json
+import os
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
@@ -20,7 +23,7 @@ from pydantic import BaseModel
 from .records import AuditRecord, compute_record_hash
 
 __all__ = ["GENESIS_HASH", "ChainReport", "StoreError", "StoreUnavailable", "time_bound", "encode_cursor",
-           "decode_cursor", "where_clauses", "check_row", "redact_url"]
+           "decode_cursor", "where_clauses", "check_row", "redact_url", "ChainedStore", "PAGE"]
 
 GENESIS_HASH = "0" * 64
 
@@ -142,3 +145,108 @@ def redact_url(url: str) -> str:
         query = "&".join("password=***" if kv.startswith("password=") else kv for kv in parts.query.split("&"))
         parts = parts._replace(query=query)
     return urlunsplit(parts)
+
+
+PAGE = 500
+"""Rows read per query when a store walks its whole chain (export, verify)."""
+
+
+class ChainedStore:
+    """The reading half of a store that both backends share: export and chain verification.
+
+    Written once so that the SQLite and PostgreSQL stores cannot drift apart in what a verified chain
+    means. A backend provides ``_snapshot()`` (a context manager yielding a connection whose
+    ``execute`` returns rows, all reads in one consistent snapshot), ``_meta(conn)`` (the anchor and
+    head entries), ``_where(since, until, flagged, model)`` (clauses and parameters in its own
+    placeholder style) and ``PLACEHOLDER`` (``?`` for sqlite3, ``%s`` for psycopg).
+    """
+
+    PLACEHOLDER = "?"
+
+    def _snapshot(self) -> Any:  # pragma: no cover - every backend defines it
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - every backend defines it
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def export_jsonl(self, path_or_file: str | os.PathLike[str] | IO[Any], since: Any = None,
+                     until: Any = None) -> int:
+        """Write the records (canonical JSON, one per line, chain order, hashes included) to a path
+        or an open text/binary file; returns the number written. A full export can be verified
+        offline: each line's ``record_hash`` is the sha256 of the line's JSON without it, and each
+        ``prev_hash`` is the previous line's ``record_hash``."""
+        if isinstance(path_or_file, (str, os.PathLike)):
+            path = Path(path_or_file)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            try:
+                with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+                    n = self._export(fh, since, until)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            return n
+        return self._export(path_or_file, since, until)
+
+    def _export(self, fh: IO[Any], since: Any, until: Any) -> int:
+        binary = isinstance(fh, (io.RawIOBase, io.BufferedIOBase)) or "b" in getattr(fh, "mode", "")
+        clauses, params = self._where(since, until, None, None)
+        p = self.PLACEHOLDER
+        sql = f"SELECT seq, data FROM audits WHERE seq > {p}" + "".join(" AND " + c for c in clauses) + \
+              f" ORDER BY seq LIMIT {p}"
+        n, last = 0, 0
+        with self._snapshot() as conn:
+            while True:
+                rows = conn.execute(sql, [last, *params, PAGE]).fetchall()
+                if not rows:
+                    break
+                for seq, data in rows:
+                    line = data + "\n"
+                    fh.write(line.encode("utf-8") if binary else line)
+                    n += 1
+                    last = seq
+        return n
+
+    def verify_chain(self) -> ChainReport:
+        """Check every record's hash, every link, the columns against the hashed JSON, and the
+        chain head (see the module docstring). Reads one consistent snapshot."""
+        checked = 0
+        with self._snapshot() as conn:
+            meta = self._meta(conn)
+            expected_prev = meta.get("anchor_hash") or GENESIS_HASH
+            last_seq = int(meta.get("anchor_seq", "0"))
+            while True:
+                rows = conn.execute(
+                    f"SELECT seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason, flagged,"
+                    f" flags, prev_hash, record_hash, data FROM audits WHERE seq > {self.PLACEHOLDER} ORDER BY seq"
+                    f" LIMIT {self.PLACEHOLDER}",
+                    (last_seq, PAGE)).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    seq = row[0]
+                    problem = check_row(tuple(row), expected_prev)
+                    if problem is not None:
+                        return ChainReport(ok=False, checked=checked, first_bad=seq, reason=problem)
+                    expected_prev = row[10]
+                    last_seq = seq
+                    checked += 1
+            head_hash = meta.get("head_hash")
+            head_seq = int(meta.get("head_seq", "0"))
+            if head_hash is not None and (head_hash != expected_prev or head_seq != last_seq):
+                if head_seq > last_seq:
+                    return ChainReport(ok=False, checked=checked, first_bad=last_seq + 1,
+                                       reason=f"chain truncated: head is record {head_seq}, last present is {last_seq}")
+                return ChainReport(ok=False, checked=checked, first_bad=head_seq or None,
+                                   reason="chain head does not match the last record")
+            if head_hash is None and checked:
+                return ChainReport(ok=False, checked=checked, first_bad=None, reason="chain head missing")
+        return ChainReport(ok=True, checked=checked)

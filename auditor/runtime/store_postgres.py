@@ -31,7 +31,6 @@ query string (libpq's own parameter): everything, the lock key included, is per 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
@@ -39,17 +38,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .records import AuditRecord, canonical_json, compute_record_hash
-from .store_base import (GENESIS_HASH, ChainReport, StoreError, StoreUnavailable, check_row, decode_cursor,
+from .store_base import (GENESIS_HASH, ChainedStore, StoreError, StoreUnavailable, decode_cursor,
                          encode_cursor, redact_url, time_bound, where_clauses)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "has_audit_store", "is_postgres_url"]
 
 SCHEMA_VERSION = 2
-_PAGE = 1000
 _LOCK_CLASS = 0x41554454  # "AUDT": the advisory lock's first key; the second is the schema's hash
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(%d, hashtext(current_schema()))"
 _COUNTABLE = {"model_id": "model_id", "outcome": "outcome", "sampling_reason": "sampling_reason",
@@ -103,9 +100,11 @@ def has_audit_store(url: str, timeout_s: float = 5.0) -> bool:
     return bool(row[0])
 
 
-class PostgresStore:
+class PostgresStore(ChainedStore):
     """See the module docstring. ``pool_size`` connections at most; ``timeout_s`` bounds the wait for
     a connection (and the connect itself), after which an append fails over to the spool."""
+
+    PLACEHOLDER = "%s"  # psycopg's parameter style, in the shared export and verify queries
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> None:
         if not is_postgres_url(url):
@@ -205,12 +204,6 @@ class PostgresStore:
             if self._pool is not None and self._pid == os.getpid():
                 self._pool.close(timeout=1.0)
             self._pool = None
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @staticmethod
     def _meta(conn: Any) -> dict[str, str]:
@@ -330,65 +323,3 @@ class PostgresStore:
             return {("true" if k else "false"): int(n) for k, n in rows}
         return {str(k): int(n) for k, n in rows}
 
-    def export_jsonl(self, path_or_file: str | os.PathLike[str] | IO[Any], since: Any = None,
-                     until: Any = None) -> int:
-        """Write the records as canonical JSON lines; see :meth:`auditor.runtime.store.AuditStore.export_jsonl`."""
-        if isinstance(path_or_file, (str, os.PathLike)):
-            path = Path(path_or_file)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            try:
-                with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-                    n = self._export(fh, since, until)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            return n
-        return self._export(path_or_file, since, until)
-
-    def _export(self, fh: IO[Any], since: Any, until: Any) -> int:
-        binary = isinstance(fh, (io.RawIOBase, io.BufferedIOBase)) or "b" in getattr(fh, "mode", "")
-        clauses, params = self._where(since, until, None, None)
-        sql = "SELECT seq, data FROM audits WHERE seq > %s" + "".join(" AND " + c for c in clauses) + \
-              " ORDER BY seq LIMIT %s"
-        n, last = 0, 0
-        with self._snapshot() as conn:
-            while rows := conn.execute(sql, [last, *params, _PAGE]).fetchall():
-                for seq, data in rows:
-                    line = data + "\n"
-                    fh.write(line.encode("utf-8") if binary else line)
-                    n += 1
-                    last = seq
-        return n
-
-    def verify_chain(self) -> ChainReport:
-        """Every hash, link, column and the head, in one REPEATABLE READ snapshot; see
-        :meth:`auditor.runtime.store.AuditStore.verify_chain` (the same checks, the same reasons)."""
-        checked = 0
-        with self._snapshot() as conn:
-            meta = self._meta(conn)
-            expected_prev = meta.get("anchor_hash") or GENESIS_HASH
-            last_seq = int(meta.get("anchor_seq", "0"))
-            while rows := conn.execute(
-                    "SELECT seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason, flagged,"
-                    " flags, prev_hash, record_hash, data FROM audits WHERE seq > %s ORDER BY seq LIMIT %s",
-                    (last_seq, _PAGE)).fetchall():
-                for row in rows:
-                    problem = check_row(tuple(row), expected_prev)
-                    if problem is not None:
-                        return ChainReport(ok=False, checked=checked, first_bad=row[0], reason=problem)
-                    expected_prev, last_seq = row[10], row[0]
-                    checked += 1
-            head_hash = meta.get("head_hash")
-            head_seq = int(meta.get("head_seq", "0"))
-            if head_hash is not None and (head_hash != expected_prev or head_seq != last_seq):
-                if head_seq > last_seq:
-                    return ChainReport(ok=False, checked=checked, first_bad=last_seq + 1,
-                                       reason=f"chain truncated: head is record {head_seq}, last present is {last_seq}")
-                return ChainReport(ok=False, checked=checked, first_bad=head_seq or None,
-                                   reason="chain head does not match the last record")
-            if head_hash is None and checked:
-                return ChainReport(ok=False, checked=checked, first_bad=None, reason="chain head missing")
-        return ChainReport(ok=True, checked=checked)
