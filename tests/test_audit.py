@@ -10,20 +10,10 @@ import torch
 
 from auditor.audit import audit_prompt
 from auditor.cli import main
-from tests.tiny_models import build_model, build_tokenizer, reference_values, save_tiny, single_thread
+from tests.tiny_models import build_model, reference_values, save_tiny
+from tiny_fixtures import one_thread, tok  # noqa: F401 - fixtures for this module
 
 PROMPT = "The defendant Alice stole a bicycle from the shop in Zürich and was charged with"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
 
 
 @pytest.fixture(scope="module")

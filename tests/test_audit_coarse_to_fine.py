@@ -15,7 +15,8 @@ import pytest
 from auditor.audit import audit_prompt
 from auditor.cli import main
 from auditor.game.planning import OverBudgetError
-from tests.tiny_models import build_model, build_tokenizer, reference_values, save_tiny, single_thread
+from tests.tiny_models import build_model, reference_values, save_tiny
+from tiny_fixtures import one_thread, tok  # noqa: F401 - fixtures for this module
 
 PROMPT = ("The defendant Alice stole a bicycle. She was seen in Zürich!\n\n"
           "Bob paid the shop. The court heard witnesses.\n\nThe charge is")
@@ -25,17 +26,6 @@ SEGMENTS = [
     {"id": "doc-3", "text": "Bob paid the shop.", "label": "irrelevant"},
     {"id": "doc-4", "text": "The court heard witnesses.", "label": "forbidden"},
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
 
 
 @pytest.fixture(scope="module")

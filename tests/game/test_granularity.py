@@ -20,7 +20,8 @@ from auditor.game.granularity import (
 from auditor.game.planning import OverBudgetError
 from auditor.game.players import PlayerError, content_words, is_content_word, render_prompt
 from auditor.game.scoring import score_masks
-from tests.tiny_models import build_model, build_tokenizer, reference_values, single_thread
+from tests.tiny_models import build_model, reference_values
+from tiny_fixtures import one_thread, tok  # noqa: F401 - fixtures for this module
 
 TEXT = ("The defendant Alice stole a bicycle. She was seen in Zürich! Was it theft?\n\n"
         "Bob paid the shop. The court heard witnesses.\n\nThe charge is")
@@ -28,17 +29,6 @@ SENTENCES = ["The defendant Alice stole a bicycle.", "She was seen in Zürich!",
              "Bob paid the shop.", "The court heard witnesses.", "The charge is"]
 CHAT = [{"role": "system", "content": "You are a judge. Be fair."}, {"role": "user", "content": "Alice stole a bicycle."},
         {"role": "assistant", "content": "Noted."}, {"role": "user", "content": "What is the charge?"}]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
 
 
 @pytest.fixture(scope="module")

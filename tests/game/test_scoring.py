@@ -19,21 +19,11 @@ from auditor.game.planning import LevelPlan, choose_chunk_size, plan_levels
 from auditor.game.scoring import score_masks
 from auditor.game.value import resolve_baseline, stable_log_odds
 from auditor.game.players import PlayerError, content_words, render_prompt
-from tests.tiny_models import ARCHITECTURES, build_model, build_tokenizer, reference_values, single_thread
+from tests.tiny_models import ARCHITECTURES, build_model, build_tokenizer, reference_values
+from tiny_fixtures import one_thread, tok  # noqa: F401 - fixtures for this module
 
 PROMPT = "The defendant Alice stole a bicycle from the shop in Zürich and was charged with"
 SPANS = ["defendant", "Alice", "bicycle", "shop", "Zürich"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
 
 
 @pytest.fixture(scope="module")
