@@ -6,6 +6,7 @@ Examples::
     interaction-auditor records export --store sqlite:///audits.sqlite --out audits.jsonl --from 2025-03-01
     interaction-auditor records copy --from sqlite:///audits.sqlite --to postgresql://auditor@db:5432/audits
     interaction-auditor records stats --store "$AUDITOR_STORE_URL" --json
+    interaction-auditor records show --store sqlite:///audits.sqlite --last 3   # as people read them
 
 Why a command of its own: the fleet's PostgreSQL store is evidence that outlives any replica. An
 operator must be able to check its chain, hand an export to an auditor, and move an embedded SQLite
@@ -35,7 +36,7 @@ exit codes: 0 ok; 1 internal error; 2 bad input (URL, times, output path, a non-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "records", help="verify, export, copy or count the audit records of a store",
+        "records", help="verify, export, copy, count or show the audit records of a store",
         description="Work on the hash-chained audit record store directly (SQLite or PostgreSQL).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -70,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     store_option(stats)
     stats.set_defaults(handler=run_stats)
+
+    from auditor.cli.records_show import add_parser as add_show_parser
+
+    add_show_parser(actions, EPILOG, store_option)
 
 
 def _emit(args: argparse.Namespace, result: dict[str, Any], line: str) -> None:
