@@ -93,6 +93,15 @@ def share_above(histogram: str, edge: float) -> str:
     return f"1 - ({below} / {sum_rate(auditor(f'{histogram}_count'), 'model')})"
 
 
+def label_share() -> str:
+    """Per model, level and player label, the mean share of a labelled audit's salient strength
+    resting on that label: summed shares over counted audits (the recording rule
+    ``model_level_label:interaction_auditor_label_strength_share:ratio_rate30m`` with a 30m window)."""
+    shares = sum_rate(auditor("label_strength_share_total"), "model, level, label")
+    audits = sum_rate(auditor("label_audits_total"), "model, level")
+    return f"{shares} / on (model, level) group_left {audits}"
+
+
 def metrics_named(exprs: Iterable[str]) -> list[str]:
     """Base metric names (histogram suffixes dropped) read by the expressions, in first-use order."""
     names: list[str] = []
@@ -183,6 +192,16 @@ def stacked_bars(panel: gts.Panel) -> gts.Panel:
         .fill_opacity(80)
         .stacking(gcommon.StackingConfig().mode(common.StackingMode.NORMAL))
     )
+
+
+def label_colours(panel: gts.Panel) -> gts.Panel:
+    """One fixed colour per player label, whatever the model or level: forbidden red, irrelevant
+    orange, unlabelled grey, relevant green."""
+    for label, colour in (("forbidden", "red"), ("irrelevant", "orange"), ("unlabelled", "text"), ("relevant", "green")):
+        panel = panel.override_by_regexp(
+            f".*: {label}$", [md.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": colour})]
+        )
+    return panel
 
 
 def with_threshold_line(panel: gts.Panel, value: float) -> gts.Panel:
@@ -351,6 +370,20 @@ def quality_panels() -> list[Any]:
                 "Flags raised per second, by reason (overfitting, misattribution).",
                 [(sum_rate(auditor("flagged_audits_total"), "reason"), "{{reason}}")],
                 "ops",
+            )
+        ),
+        label_colours(
+            timeseries(
+                "Misattribution by segment label",
+                "Per model and level, the mean share of a labelled audit's salient interaction strength that "
+                "rests on each player label: relevant, irrelevant, forbidden, unlabelled (a term counts under "
+                "the most severe label of its players). level coarse: passages, segments, messages; level "
+                "words: word players, including the refinement game inside the most salient passages. Per "
+                "level the four lines sum to 1; forbidden + irrelevant is the mean misattribution score. "
+                "Labels come from the caller's segments and spans, never their text or ids.",
+                [(label_share(), "{{model}} {{level}}: {{label}}")],
+                "percentunit",
+                span=24,
             )
         ),
     ]

@@ -33,7 +33,19 @@ switch prometheus_client's own tests make) and logs a warning, before creating a
 
 Label values are never user text: ``model`` is the operator's configured name (validated, fixed per
 telemetry object), ``reason``/``outcome``/``stage``/``sign`` come from fixed sets (anything else is a
-``ValueError``), ``order`` is 1..16 and ``version`` is a validated version string.
+``ValueError``), ``order`` is 1..16 and ``version`` is a validated version string. ``label`` is a
+player label (``relevant``, ``irrelevant``, ``forbidden``, ``unlabelled``: the fixed set of
+``auditor.game.players.LABELS``, never a segment id or text) and ``level`` is ``coarse`` or ``words``.
+
+Misattribution by label: the record keeps every player's label and every salient term's players
+and strength, so the exporter splits each labelled audit's salient strength by label without
+touching the metrics. Each term goes to the most severe label among its players (forbidden, then
+irrelevant, then unlabelled, then relevant): the four shares of one audit sum to 1, and the
+forbidden and irrelevant shares add up to the audit's misattribution score (a term is unreliable when
+any of its players is; exactly, as long as the record keeps all salient terms: it keeps up to 512). ``label_strength_share_total`` sums those shares and
+``label_audits_total`` counts the audits that gave them, so their rates' ratio is the mean share per
+label; ``level`` keeps the passage/segment game (``coarse``) apart from word players (a words
+audit, or the refinement game of a coarse-to-fine audit).
 
 Creating :class:`AuditorTelemetry` again in the same process reuses the metric objects already
 registered in that registry (module-level cache keyed by registry), so it never fails with a
@@ -57,6 +69,9 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import values as _values
 
+from auditor.game.granularity import COARSE
+from auditor.game.players import LABELS
+
 from .failures import ERROR_STAGES
 from .records import FLAG_REASONS, OUTCOMES, AuditRecord
 from .sampling import REASONS as SAMPLING_REASONS
@@ -70,6 +85,9 @@ __all__ = [
     "DROP_REASONS",
     "ERROR_STAGES",
     "MAX_ORDER",
+    "LEVELS",
+    "SEVERITY",
+    "label_shares",
     "AuditorTelemetry",
     "multiprocess_enabled",
     "exposition",
@@ -85,6 +103,10 @@ FORWARD_PASS_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 DROP_REASONS = ("queue_full", "handoff_error", "shutdown")  # shutdown: refused while the auditor stops
 SIGNS = ("positive", "negative")
 MAX_ORDER = 16
+LEVELS = ("coarse", "words")
+SEVERITY = ("forbidden", "irrelevant", "unlabelled", "relevant")
+"""Player labels, most severe first: a salient term is counted under the first label any of its players has."""
+assert sorted(SEVERITY) == sorted(LABELS), "every player label needs a severity"
 
 _MODEL_RE = re.compile(r"^[A-Za-z0-9_.:/@+\-]{1,200}$")
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
@@ -137,6 +159,12 @@ class _Metrics:
         self.order_strength = Counter(p + "order_strength", "Summed normalised salient strength by order and sign.",
                                       ["model", "order", "sign"], registry=r)
         self.flagged = Counter(p + "flagged_audits", "Audits flagged, by reason.", ["model", "reason"], registry=r)
+        self.label_share = Counter(p + "label_strength_share",
+                                   "Per labelled audit, the share of salient strength resting on each player label "
+                                   "(most severe label of a term's players), summed.", ["model", "level", "label"],
+                                   registry=r)
+        self.label_audits = Counter(p + "label_audits", "Labelled audits counted in label_strength_share_total.",
+                                    ["model", "level"], registry=r)
         self.last_success = Gauge(p + "last_success_timestamp_seconds", "Unix time of the last successful audit.",
                                   ["model"], registry=r, multiprocess_mode="max")
         self.errors = Counter(p + "errors", "Errors by pipeline stage.", ["model", "stage"], registry=r)
@@ -240,6 +268,39 @@ def _order_profile(profile: Any) -> list[tuple[int, float, float]]:
     return sorted((o, v[0], v[1]) for o, v in out.items())
 
 
+def label_shares(players: Iterable[Mapping[str, Any]], salient: Iterable[Mapping[str, Any]]) -> dict[str, float] | None:
+    """Each label's share of the salient strength of one game, from a record's ``players`` (dicts
+    with ``index`` and ``label``) and ``salient`` terms (dicts with ``players`` and ``strength`` or
+    ``value``). A term counts under the most severe label of its players (:data:`SEVERITY`). None
+    when no player is labelled (the shares would say nothing) or nothing is salient; a label
+    outside the fixed set is read as ``unlabelled`` (a record is data, never a label value)."""
+    try:
+        by_index: dict[int, str] = {}
+        for i, p in enumerate(players):
+            label = p.get("label")
+            by_index[int(p.get("index", i))] = label if label in LABELS else "unlabelled"
+        if all(label == "unlabelled" for label in by_index.values()):
+            return None
+        rank = {label: r for r, label in enumerate(SEVERITY)}
+        shares = dict.fromkeys(SEVERITY, 0.0)
+        total = 0.0
+        for term in salient:
+            strength = _num(term, "strength")
+            if strength is None:
+                strength = _num(term, "value")
+            members = [by_index.get(int(i), "unlabelled") for i in term.get("players") or []]
+            if strength is None or not members:
+                continue
+            label = min(members, key=rank.__getitem__)
+            shares[label] += abs(strength)
+            total += abs(strength)
+    except (AttributeError, TypeError, ValueError):  # not a record's shape: no shares, like a missing metric
+        return None
+    if total <= 0:
+        return None
+    return {label: value / total for label, value in shares.items()}
+
+
 def _unix(dt: Any) -> float | None:
     if isinstance(dt, datetime):
         if dt.tzinfo is None:
@@ -273,6 +334,10 @@ class AuditorTelemetry:
             m.errors.labels(md, s)
         for h in (m.audit_duration, m.forward_passes, m.overfitting, m.misattribution, m.sparsity, m.cancellation):
             h.labels(md)
+        for level in LEVELS:
+            m.label_audits.labels(md, level)
+            for label in SEVERITY:
+                m.label_share.labels(md, level, label)
         m.queue_depth.labels(md)
         for spool_metric in (m.spool_depth, m.spool_flushed, m.spool_dropped):
             spool_metric.labels(md)
@@ -329,7 +394,20 @@ class AuditorTelemetry:
                 m.order_strength.labels(md, str(order), "negative").inc(neg)
         for f in dict.fromkeys(flags):
             m.flagged.labels(md, f).inc()
+        self._record_label_shares(record.players, record.salient, str(metrics.get("granularity") or "words"))
+        refinement = metrics.get("refinement")
+        if isinstance(refinement, Mapping):  # the word game inside the most salient coarse players
+            self._record_label_shares(refinement.get("players") or [], refinement.get("salient") or [], "words")
         m.last_success.labels(md).set(end if end is not None else time.time())
+
+    def _record_label_shares(self, players: Any, salient: Any, granularity: str) -> None:
+        shares = label_shares(players, salient)
+        if shares is None:
+            return
+        level = "coarse" if granularity in COARSE else "words"
+        for label, share in shares.items():
+            self._m.label_share.labels(self.model, level, label).inc(share)
+        self._m.label_audits.labels(self.model, level).inc()
 
     def record_error(self, stage: str) -> None:
         self._m.errors.labels(self.model, _check(stage, ERROR_STAGES, "error stage")).inc()

@@ -210,3 +210,26 @@ def test_provisioning_files() -> None:
     providers = yaml.safe_load((PROVISIONING / "dashboards" / "interaction-auditor.yaml").read_text())
     (provider,) = providers["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+
+
+def test_misattribution_by_segment_label_panel(dashboard: dict) -> None:
+    """Issue 19: the mean share of salient strength per player label, by level; the same ratio as
+    the recording rule (whose window is fixed at 30m), each label in a fixed colour."""
+    (panel,) = [p for p in dashboard["panels"] if p.get("title") == "Misattribution by segment label"]
+    assert panel["type"] == "timeseries" and panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    (target,) = panel["targets"]
+    assert build.metrics_named([target["expr"]]) == ["interaction_auditor_label_strength_share_total",
+                                                     "interaction_auditor_label_audits_total"]
+    assert "{{level}}" in target["legendFormat"] and "{{label}}" in target["legendFormat"]
+    colours = {o["matcher"]["options"]: o["properties"][0]["value"]["fixedColor"]
+               for o in panel["fieldConfig"]["overrides"]}
+    assert colours == {".*: forbidden$": "red", ".*: irrelevant$": "orange", ".*: unlabelled$": "text",
+                       ".*: relevant$": "green"}
+    rules = yaml.safe_load((REPO / "dashboards" / "prometheus" / "rules.yml").read_text())
+    (rule,) = [r for g in rules["groups"] for r in g["rules"]
+               if r.get("record") == "model_level_label:interaction_auditor_label_strength_share:ratio_rate30m"]
+
+    def normal(expr: str) -> str:
+        return " ".join(expr.replace('{job=~"$job", model=~"$model"}', "").replace("$__rate_interval", "30m").split())
+
+    assert normal(target["expr"]) == normal(rule["expr"])

@@ -198,7 +198,7 @@ def test_bench_passages_layout_smoke(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "bench_scoring_passages", module)
     spec.loader.exec_module(module)
     result = module.main(["--preset", "tiny", "--layout", "passages", "--n", "4", "--prompt-tokens", "130",
-                          "--answer-tokens", "3", "--full", "--json", "--chunk-size", "4"])
+                          "--answer-tokens", "3", "--full", "--json", "--chunk-size", "4", "--no-audit"])
     capsys.readouterr()
     rows = {r["strategy"]: r for r in result["rows"]}
     assert result["layout"] == "passages" and rows["trie"]["tokens"] < rows["batched"]["tokens"]

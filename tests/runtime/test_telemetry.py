@@ -29,6 +29,8 @@ LABEL_VALUES = {
     "stage": {"sampling", "handoff", "players", "scoring", "solver", "metrics", "store", "timeout"},
     "order": {str(i) for i in range(1, 17)},
     "sign": {"positive", "negative"},
+    "level": {"coarse", "words"},
+    "label": {"relevant", "irrelevant", "forbidden", "unlabelled"},
 }
 
 
@@ -65,6 +67,26 @@ def record(i: int = 0, **kw) -> AuditRecord:
     return AuditRecord(**base)
 
 
+# A labelled passage audit: players 0-3 labelled relevant, irrelevant, forbidden, unlabelled (their
+# segment ids and texts are user data), and salient terms of strength 4, 2, 1, 2, 1 (total 10).
+PLAYERS = [{"index": i, "label": label, "segment_id": f"doc-{i}", "text": f"Alice passage {i}"}
+           for i, label in enumerate(("relevant", "irrelevant", "forbidden", "unlabelled"))]
+SALIENT = [{"kind": "and", "players": [0], "value": 4.0, "strength": 4.0},
+           {"kind": "and", "players": [0, 1], "value": -2.0, "strength": 2.0},
+           {"kind": "or", "players": [1, 2], "value": 1.0, "strength": 1.0},
+           {"kind": "and", "players": [3], "value": 2.0, "strength": 2.0},
+           {"kind": "and", "players": [0, 3], "value": -1.0}]  # strength from the value
+# By hand: each term under the most severe label of its players (forbidden > irrelevant > unlabelled > relevant).
+SHARES = {"relevant": 0.4, "irrelevant": 0.2, "forbidden": 0.1, "unlabelled": 0.3}
+
+
+def labelled_record(i: int = 0, **kw) -> AuditRecord:
+    metrics = {"granularity": "segments", "misattribution": 0.3, "sparsity": 5,
+               "refinement": {"players": [{"index": 0, "label": "relevant"}, {"index": 1, "label": "forbidden"}],
+                              "salient": [{"players": [0, 1], "strength": 3.0}, {"players": [0], "strength": 1.0}]}}
+    return record(i, **{"players": PLAYERS, "salient": SALIENT, "metrics": metrics, "flags": [], **kw})
+
+
 def families(registry: CollectorRegistry) -> dict:
     return {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
 
@@ -97,7 +119,7 @@ def test_exposition_matches_the_spec_table():
     exercise(t)
     fams = families(reg)
     spec = spec_table()
-    assert len(spec) == 18
+    assert len(spec) == 20
     gauges = {"interaction_auditor_build_info": t._m.build_info, "interaction_auditor_queue_depth": t._m.queue_depth,
               "interaction_auditor_last_success_timestamp_seconds": t._m.last_success,
               "interaction_auditor_store_spool_depth": t._m.spool_depth}
@@ -123,6 +145,7 @@ def test_labels_are_bounded():
     reg = CollectorRegistry()
     t = AuditorTelemetry("clean-testbed", reg)
     exercise(t)
+    t.record_audit(labelled_record(7, players=[{**PLAYERS[0], "label": "What is Alice charged with?"}, *PLAYERS[1:]]))
     for fam in families(reg).values():
         for s in fam.samples:
             for k, v in s.labels.items():
@@ -260,7 +283,9 @@ def promtool_check(exe: str, text: bytes) -> None:
 def test_promtool_check_metrics_single_process():
     exe = promtool_or_skip()
     reg = CollectorRegistry()
-    exercise(AuditorTelemetry("clean-testbed", reg))
+    t = AuditorTelemetry("clean-testbed", reg)
+    exercise(t)
+    t.record_audit(labelled_record(5))
     promtool_check(exe, generate_latest(reg))
 
 
@@ -346,3 +371,50 @@ def test_multiprocess_mode_sums_over_processes(tmp_path, mode):
     exe = shutil.which("promtool")
     if exe or os.environ.get("CI") == "true":
         promtool_check(promtool_or_skip(), text)
+
+
+def test_label_shares_split_salient_strength_by_the_most_severe_label():
+    from auditor.engine.interactions import SalientTerm
+    from auditor.metrics.audit_metrics import misattribution_score
+    from auditor.runtime.telemetry import label_shares
+
+    shares = label_shares(PLAYERS, SALIENT)
+    assert shares == pytest.approx(SHARES)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    # independent oracle: the metrics module's misattribution score of the same terms
+    terms = [SalientTerm(t["kind"], sum(1 << i for i in t["players"]), tuple(t["players"]), t["value"]) for t in SALIENT]
+    labels = [p["label"] for p in PLAYERS]
+    assert shares["forbidden"] + shares["irrelevant"] == pytest.approx(misattribution_score(terms, labels))
+    # nothing labelled, or nothing salient: no shares (the audit is not counted)
+    assert label_shares([{**p, "label": "unlabelled"} for p in PLAYERS], SALIENT) is None
+    assert label_shares(PLAYERS, []) is None
+    # a label outside the fixed set (a record is data) is read as unlabelled, never exported as is
+    odd = label_shares([{**PLAYERS[0], "label": "Alice's lawyer"}, *PLAYERS[1:]], SALIENT)
+    assert odd == pytest.approx({"relevant": 0.0, "irrelevant": 0.2, "forbidden": 0.1, "unlabelled": 0.7})
+    # not a record's shape: no shares rather than an exception in the worker
+    assert label_shares(["doc-1"], SALIENT) is None
+    assert label_shares(PLAYERS, [{"players": ["x"], "strength": 1.0}]) is None
+
+
+def test_label_shares_are_exported_per_level_without_user_text():
+    reg = CollectorRegistry()
+    t = AuditorTelemetry("clean", reg)
+    t.record_audit(labelled_record(0))
+    t.record_audit(labelled_record(1))
+    t.record_audit(record(2))  # no players: not a labelled audit
+    t.record_audit(labelled_record(3, outcome="failed", error="x"))  # failed audits add no quality signal
+    words = record(4, players=PLAYERS, salient=SALIENT[:2], metrics={"granularity": "spans"}, flags=[])
+    t.record_audit(words)  # a words audit: relevant 4/6, irrelevant 2/6
+    f = families(reg)
+    share, audits = "interaction_auditor_label_strength_share", "interaction_auditor_label_audits"
+    assert value(f, audits, audits + "_total", level="coarse") == 2
+    for label, expected in SHARES.items():
+        assert value(f, share, share + "_total", level="coarse", label=label) == pytest.approx(2 * expected)
+    # words level: the two refinement games (forbidden 3/4, relevant 1/4) and the words audit
+    assert value(f, audits, audits + "_total", level="words") == 3
+    assert value(f, share, share + "_total", level="words", label="forbidden") == pytest.approx(1.5)
+    assert value(f, share, share + "_total", level="words", label="relevant") == pytest.approx(0.5 + 4 / 6)
+    assert value(f, share, share + "_total", level="words", label="irrelevant") == pytest.approx(2 / 6)
+    assert value(f, share, share + "_total", level="words", label="unlabelled") == 0
+    text = generate_latest(reg).decode()
+    assert "doc-" not in text and "Alice" not in text
