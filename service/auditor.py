@@ -57,10 +57,16 @@ def _instance() -> Auditor:
 
 
 def _journal(s: Any) -> Any:
-    """The write-ahead job journal (``AUDITOR_JOURNAL_PATH``, default beside a SQLite store)."""
+    """The write-ahead job journal (``AUDITOR_JOURNAL_PATH``, default beside a SQLite store).
+
+    One journal per process: a worker recovering its journal at start cancels every job in it, so
+    with ``AUDITOR_AUDITOR_WORKERS`` > 1 each worker keeps its own, ``<path>.<worker index>`` (the
+    index BentoML gives the worker, 1..N, stable across its restarts), never a sibling's."""
     from auditor.runtime.journal import JobJournal, journal_path_for
 
     path = s.journal_path or journal_path_for(s.store_url)
+    if path is not None and s.auditor_workers > 1:
+        path = f"{path}.{bentoml.server_context.worker_index or 1}"
     return JobJournal(path) if path is not None else None
 
 
@@ -165,7 +171,9 @@ records_app = Starlette(
 @bentoml.asgi_app(records_app, path="/")
 @bentoml.service(
     name="Auditor",
-    workers=1,  # one queue, one worker thread: audits are serialised per replica by design
+    # AUDITOR_AUDITOR_WORKERS (default 1): each worker process has its own queue and one audit thread, so
+    # audits are serialised per worker; several workers share the store's chain and durable jobs
+    workers=SETTINGS.auditor_workers,
     threads=4,
     traffic={"timeout": max(120.0, SETTINGS.sync_budget_s + 60.0)},
 )

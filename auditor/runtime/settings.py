@@ -137,6 +137,11 @@ class AuditorSettings(BaseSettings):
         None, ge=1, le=256,
         description="Torch CPU threads of the auditor process (unset: the CPUs the LLM process does not use).",
     )
+    auditor_workers: int = Field(
+        1, ge=1, le=64,
+        description="Worker processes of the Auditor service in one `bentoml serve` (each its own model copy, "
+        "queue and job pump; with a PostgreSQL store they share one chain and the durable forced-audit jobs).",
+    )
     torch_threads: int | None = Field(
         None, ge=1, le=256, description="Torch CPU threads of the LLM process (unset: half the CPUs, at least 1).",
     )

@@ -27,6 +27,12 @@ Backends: :func:`open_store` returns this store for ``sqlite:`` URLs and paths, 
 (:mod:`auditor.runtime.store_postgres`: one chain for a fleet of replicas) for ``postgresql://`` URLs;
 both are built from :mod:`auditor.runtime.store_base` and give the same answers.
 
+Schema versions: ``meta.schema_version`` (where every release since the first has kept it, so an
+older release reading a newer file finds the number and refuses). Opening a store of an older
+version migrates it in the same ``BEGIN IMMEDIATE`` transaction that checks the version (all steps
+or none; concurrent openers wait); a store newer than this code is refused with a
+:class:`StoreError` naming both versions.
+
 Retention (:meth:`AuditStore.apply_retention`) deletes the oldest records as a prefix of the chain
 and stores an anchor (sequence number and ``record_hash`` of the last deleted record);
 verification then starts from the anchor instead of the genesis hash.
@@ -58,7 +64,7 @@ __all__ = ["GENESIS_HASH", "DEFAULT_URL", "ChainReport", "AuditStore", "open_sto
            "sqlite_path_from_url"]
 
 DEFAULT_URL = "sqlite:///./audits.sqlite"
-SCHEMA_VERSION = 1  # meta.schema_version of the SQLite layout
+SCHEMA_VERSION = 2  # meta.schema_version of the SQLite layout (the same numbering as the PostgreSQL store's)
 _COUNTABLE = {"model_id": "model_id", "outcome": "outcome", "sampling_reason": "sampling_reason",
               "flagged": "flagged", "flags": None, "model": "model_id", "reason": "sampling_reason"}
 
@@ -82,6 +88,14 @@ CREATE INDEX IF NOT EXISTS audits_model ON audits (model_id, seq);
 CREATE INDEX IF NOT EXISTS audits_flagged ON audits (flagged, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# version -> statements that bring a store of that version to version + 1. _SCHEMA is the version-1
+# layout (the first release's), so a new store takes the same path as an old one: every migration runs
+# on every new store, none is tried for the first time on a user's file.
+_MIGRATIONS: dict[int, list[str]] = {
+    # v2: the secrets every process of the deployment must share (the sampler's key,
+    # auditor/runtime/sampling_key.py), part of the layout as in the PostgreSQL store's version 2
+    1: ["CREATE TABLE IF NOT EXISTS auditor_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+}
 
 
 def sqlite_path_from_url(url: str | os.PathLike[str]) -> str:
@@ -127,12 +141,32 @@ class AuditStore(ChainedStore):
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
-                version = int(self._meta(conn)["schema_version"])
-                if version > SCHEMA_VERSION:  # written by a newer release: refuse rather than misread it
-                    raise StoreError(f"the audit store {self.path!r} has schema version {version}, newer than this "
-                                     f"interaction-auditor understands ({SCHEMA_VERSION}); upgrade interaction-auditor")
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")  # a new store
+                self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the store to :data:`SCHEMA_VERSION` inside the caller's write transaction: every
+        migration and the new version number commit together, or (an error, a crash) none does.
+        A store written by a newer release is refused rather than misread."""
+        version = int(self._meta(conn)["schema_version"])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the audit store {self.path!r} has schema version {version}, newer than this "
+                             f"interaction-auditor understands ({SCHEMA_VERSION}); upgrade interaction-auditor")
+        start = version
+        try:
+            while version < SCHEMA_VERSION:
+                for stmt in _MIGRATIONS[version]:
+                    conn.execute(stmt)
+                version += 1
+        except sqlite3.Error as error:
+            raise StoreError(f"migrating the audit store {self.path!r} from schema version {start} to "
+                             f"{SCHEMA_VERSION} failed at version {version} ({error}); the store is unchanged") from error
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+
+    def schema_version(self) -> int:
+        """The layout version of this store (:data:`SCHEMA_VERSION` once opened)."""
+        with self._lock:
+            return int(self._meta(self._connection())["schema_version"])
 
     # -- connections ------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:

@@ -16,6 +16,12 @@ transactional), so the chain has no gaps.
 Durability: a commit returns after the WAL is flushed on the server (``synchronous_commit`` is
 forced ``on`` for these transactions), so an acknowledged append survives a server crash.
 
+Throughput: an append is one network round trip (pipeline mode), and the lock is held only while the
+server reads the head, hashes and inserts the record (``sha256()`` of the client's canonical JSON with
+the head's hash put in: PostgreSQL 11 or later) and flushes the commit; the client validates and
+serialises the record before, and checks the server's hash after. The chain's throughput is then
+bounded by the server's commit flush, not by client round trips or the client host's CPU scheduling.
+
 Schema versions: table ``auditor_schema`` holds the version. Opening a store creates the schema if
 it is missing, refuses a store whose version is newer than this code (:class:`StoreError`, saying
 so), and migrates an older one in the same transaction (``_MIGRATIONS``), under the same advisory
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -78,6 +85,48 @@ _SCHEMA = [
 _MIGRATIONS: dict[int, list[str]] = {
     1: ["CREATE TABLE IF NOT EXISTS auditor_secrets (name text PRIMARY KEY, value text NOT NULL)"],
 }
+
+
+# One append after the chain lock: the head (or the retention anchor, or genesis) read in this statement's
+# snapshot, taken after the lock was granted; the record's hash computed by the server as sha256 of the
+# client's canonical JSON with the head's hash in place of a random stand-in (the JSON text is otherwise
+# final, so this is exactly compute_record_hash of the stored record; the client checks it on return);
+# the row inserted with seq = head + 1 and the head moved, in one statement.
+_APPEND_SQL = """
+WITH head AS (
+    SELECT coalesce(max(value) FILTER (WHERE key = 'head_hash'), max(value) FILTER (WHERE key = 'anchor_hash'),
+                    %(genesis)s) AS prev,
+           coalesce(max(value) FILTER (WHERE key = 'head_seq'), max(value) FILTER (WHERE key = 'anchor_seq'),
+                    '0')::bigint + 1 AS seq
+    FROM meta WHERE key IN ('head_hash', 'head_seq', 'anchor_hash', 'anchor_seq')),
+hashed AS (
+    SELECT prev, seq,
+           encode(sha256(convert_to(replace(%(body)s::text, %(prev_token)s::text, prev), 'UTF8')), 'hex') AS digest
+    FROM head),
+inserted AS (
+    INSERT INTO audits (seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason, flagged, flags,
+                        prev_hash, record_hash, data)
+    SELECT seq, %(audit_id)s, %(request_id)s, %(created_ts)s, %(model_id)s, %(outcome)s, %(sampling_reason)s,
+           %(flagged)s, %(flags)s, prev, digest,
+           replace(replace(%(data)s::text, %(prev_token)s::text, prev), %(hash_token)s::text, digest)
+    FROM hashed
+    RETURNING seq, prev_hash, record_hash),
+moved AS (
+    INSERT INTO meta (key, value)
+    SELECT 'head_hash', record_hash FROM inserted UNION ALL SELECT 'head_seq', seq::text FROM inserted
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value)
+SELECT prev_hash, record_hash FROM inserted
+"""
+
+
+def _read_committed(conn: Any) -> None:
+    """Every transaction of the store's connections in READ COMMITTED, whatever the server's (or the
+    role's) default: each statement then takes its snapshot when it starts, so a statement after
+    the chain lock sees the head as the previous holder left it. Under REPEATABLE READ or
+    SERIALIZABLE the snapshot of the lock statement itself would be used: a stale head, a fork."""
+    import psycopg
+
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
 
 
 def is_postgres_url(url: object) -> bool:
@@ -136,7 +185,7 @@ class PostgresStore(ChainedStore):
                 # after fork the parent's sockets must not be used (nor closed) in the child
                 self._pool = ConnectionPool(
                     self._dsn, min_size=1, max_size=self._pool_size, timeout=self._timeout_s, open=False,
-                    check=ConnectionPool.check_connection, reconnect_timeout=0,
+                    check=ConnectionPool.check_connection, reconnect_timeout=0, configure=_read_committed,
                     kwargs={"autocommit": True, "connect_timeout": max(1, int(self._timeout_s)),
                             "application_name": "interaction-auditor"})
                 self._pool.open(wait=False)
@@ -163,6 +212,10 @@ class PostgresStore(ChainedStore):
         conn.execute(_LOCK_SQL % _LOCK_CLASS)
 
     def _ensure_schema(self, conn: Any) -> None:
+        encoding = conn.execute("SHOW server_encoding").fetchone()[0]
+        if str(encoding).upper() == "SQL_ASCII":  # bytes kept unconverted: the server could not hash the UTF-8 text
+            raise StoreError(f"the audit store database {self.url!r} uses encoding SQL_ASCII; create it with "
+                             "ENCODING 'UTF8'")
         for stmt in _SCHEMA[:1]:
             conn.execute(stmt)
         row = conn.execute("SELECT max(version) FROM auditor_schema").fetchone()
@@ -175,10 +228,20 @@ class PostgresStore(ChainedStore):
         if version > SCHEMA_VERSION:
             raise StoreError(f"the audit store {self.url!r} has schema version {version}, newer than this "
                              f"interaction-auditor understands ({SCHEMA_VERSION}); upgrade interaction-auditor")
-        while version < SCHEMA_VERSION:  # inside the caller's transaction: all migrations or none
-            for stmt in _MIGRATIONS[version]:
-                conn.execute(stmt)
-            version += 1
+        import psycopg
+
+        start = version
+        try:
+            while version < SCHEMA_VERSION:  # inside the caller's transaction: all migrations or none
+                for stmt in _MIGRATIONS[version]:
+                    conn.execute(stmt)
+                version += 1
+        except psycopg.OperationalError:
+            raise  # the connection, not the migration: StoreUnavailable (see _conn), retried later
+        except psycopg.Error as error:  # the transaction rolls back: the store stays at `start`
+            raise StoreError(f"migrating the audit store {self.url!r} from schema version {start} to "
+                             f"{SCHEMA_VERSION} failed at version {version} ({type(error).__name__}: "
+                             f"{' '.join(str(error).split())}); the store is unchanged") from error
         conn.execute("UPDATE auditor_schema SET version = %s", (version,))
 
     @contextmanager
@@ -226,31 +289,37 @@ class PostgresStore(ChainedStore):
 
         if not isinstance(record, AuditRecord):
             raise TypeError("append() takes an AuditRecord")
-        # validated and serialised outside the lock: only the hash, which needs the head, is computed under it
+        # Validated and serialised here, outside the lock, with random stand-ins for the two hashes: the
+        # server puts the head's hash in, computes the record's sha256 and stores it (see _APPEND_SQL), so
+        # no client round trip (nor the client's scheduling on a busy host) happens while the lock is held
         stored = AuditRecord.model_validate(record.model_copy(update={"prev_hash": None, "record_hash": None})
                                             .model_dump())
+        prev_token, hash_token = secrets.token_hex(32), secrets.token_hex(32)  # 64 hex digits, as the hashes
+        stored.prev_hash = prev_token
+        body = canonical_json(stored.hash_payload())
+        stored.record_hash = hash_token
+        data = canonical_json(stored)
         with self._conn() as conn:
             try:
-                # pipeline mode: BEGIN, SET, lock and the head read go in one round trip, the inserts and
-                # COMMIT in a second, so the chain lock is held for two round trips and the WAL flush
-                with conn.pipeline(), conn.transaction():
+                # pipeline mode: BEGIN, SET, the lock, the insert and COMMIT in one round trip; the lock
+                # is held from the server's reading of the head to the WAL flush of the commit, no longer
+                with conn.pipeline(), conn.transaction():  # READ COMMITTED (see _read_committed)
                     conn.execute("SET LOCAL synchronous_commit = on")  # durable whatever the server's default
-                    self._lock_chain(conn)
-                    meta = self._meta(conn)
-                    prev = meta.get("head_hash") or meta.get("anchor_hash") or GENESIS_HASH
-                    seq = int(meta.get("head_seq") or meta.get("anchor_seq") or 0) + 1
-                    stored.prev_hash = prev
-                    stored.record_hash = digest = compute_record_hash(stored)
-                    conn.execute(
-                        "INSERT INTO audits (seq, audit_id, request_id, created_ts, model_id, outcome, sampling_reason,"
-                        " flagged, flags, prev_hash, record_hash, data) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (seq, stored.audit_id, stored.request_id, stored.created_at.timestamp(), stored.model_id,
-                         stored.outcome, stored.sampling_reason, int(stored.flagged), json.dumps(stored.flags),
-                         prev, digest, canonical_json(stored)))
-                    conn.execute("INSERT INTO meta (key, value) VALUES ('head_hash', %s), ('head_seq', %s) "
-                                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (digest, str(seq)))
+                    self._lock_chain(conn)  # its own statement: the insert's snapshot is taken after it
+                    cur = conn.execute(_APPEND_SQL, {
+                        "genesis": GENESIS_HASH, "prev_token": prev_token, "hash_token": hash_token, "body": body,
+                        "data": data, "audit_id": stored.audit_id, "request_id": stored.request_id,
+                        "created_ts": stored.created_at.timestamp(), "model_id": stored.model_id,
+                        "outcome": stored.outcome, "sampling_reason": stored.sampling_reason,
+                        "flagged": int(stored.flagged), "flags": json.dumps(stored.flags)})
             except psycopg.errors.UniqueViolation as exc:
                 raise ValueError(f"audit_id {record.audit_id!r} is already stored") from exc
+            prev, digest = cur.fetchone()
+        stored.prev_hash = prev
+        stored.record_hash = digest
+        if digest != compute_record_hash(stored):  # the server's text is the client's (SQL_ASCII refused at open)
+            raise StoreError(f"the server hashed audit {stored.audit_id} as {digest}, not as the record's "
+                             "canonical JSON: verify_chain will name it")
         return stored
 
     def apply_retention(self, max_age_days: float, *, now: datetime | float | None = None) -> int:

@@ -80,6 +80,34 @@ def test_four_processes_of_500_appends_make_one_chain(pg_url):
     assert sum(a != b for a, b in zip(order, order[1:])) >= 20  # the writers really interleaved
 
 
+def test_writers_extend_one_chain_whatever_the_servers_default_isolation(pg_url):
+    """A server (or role) whose default isolation is SERIALIZABLE must not make an append read a head
+    older than the lock it waited for (a fork, or a clash of sequence numbers)."""
+    from urllib.parse import quote
+
+    schema = pg_url.rsplit("search_path%3D", 1)[1]
+    url = pg_url.replace(f"options={quote(f'-csearch_path={schema}')}",
+                         f"options={quote(f'-csearch_path={schema} -cdefault_transaction_isolation=serializable')}")
+    assert url != pg_url
+    errors: list[BaseException] = []
+
+    def appends(worker: int) -> None:
+        try:
+            with open_store(url) as store:
+                for i in range(40):
+                    store.append(AuditRecord(request_id=f"t{worker}-{i}"))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=appends, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert raw_chain_ok(pg_url) == 160
+
+
 def test_the_schema_version_table_and_a_newer_schema_refused(pg_url):
     with open_store(pg_url) as store:
         store.append(AuditRecord(request_id="r"))
@@ -89,19 +117,6 @@ def test_the_schema_version_table_and_a_newer_schema_refused(pg_url):
     raw.close()
     with pytest.raises(StoreError, match="schema version 99, newer"):
         open_store(pg_url)
-
-
-def test_a_newer_sqlite_store_is_refused(tmp_path):
-    import sqlite3
-
-    url = f"sqlite:///{tmp_path}/a.sqlite"
-    open_store(url).close()
-    con = sqlite3.connect(tmp_path / "a.sqlite")
-    con.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
-    con.commit()
-    con.close()
-    with pytest.raises(StoreError, match="schema version 7, newer"):
-        open_store(url)
 
 
 def test_an_unreachable_server_is_one_clear_error_without_the_password():
@@ -410,17 +425,47 @@ def test_two_replicas_survive_kill_9_and_a_server_outage_with_one_chain(pg_url, 
     assert not list(tmp_path.glob("spool-*/*.json"))
 
 
-def test_a_version_1_store_is_migrated_in_place_and_its_chain_still_verifies(pg_url):
-    raw = RawPostgres(pg_url)  # the version-1 layout, as the first release of this store wrote it
-    for stmt in ("CREATE TABLE auditor_schema (version integer NOT NULL)",
-                 "CREATE TABLE audits (seq bigint PRIMARY KEY, audit_id text NOT NULL UNIQUE, request_id text NOT NULL,"
-                 " created_ts double precision NOT NULL, model_id text NOT NULL, outcome text NOT NULL,"
-                 " sampling_reason text NOT NULL, flagged integer NOT NULL, flags text NOT NULL,"
-                 " prev_hash text NOT NULL, record_hash text NOT NULL, data text NOT NULL)",
-                 "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
-                 "INSERT INTO auditor_schema (version) VALUES (1)"):
+V1_LAYOUT = (  # the version-1 layout, as the first release of this store wrote it
+    "CREATE TABLE auditor_schema (version integer NOT NULL)",
+    "CREATE TABLE audits (seq bigint PRIMARY KEY, audit_id text NOT NULL UNIQUE, request_id text NOT NULL,"
+    " created_ts double precision NOT NULL, model_id text NOT NULL, outcome text NOT NULL,"
+    " sampling_reason text NOT NULL, flagged integer NOT NULL, flags text NOT NULL,"
+    " prev_hash text NOT NULL, record_hash text NOT NULL, data text NOT NULL)",
+    "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+    "INSERT INTO auditor_schema (version) VALUES (1)",
+)
+
+
+def write_version_1_layout(url: str) -> None:
+    raw = RawPostgres(url)
+    for stmt in V1_LAYOUT:
         raw.execute(stmt)
     raw.close()
+
+
+def test_a_failing_migration_leaves_the_version_1_store_unchanged(pg_url, monkeypatch):
+    from auditor.runtime import store_postgres
+
+    write_version_1_layout(pg_url)
+    monkeypatch.setitem(store_postgres._MIGRATIONS, 1, [
+        "CREATE TABLE auditor_secrets (name text PRIMARY KEY, value text NOT NULL)",  # runs...
+        "ALTER TABLE no_such_table ADD COLUMN x text",  # ...then this fails: the first must be undone too
+    ])
+    with pytest.raises(StoreError, match="from schema version 1 to 2 failed"):
+        open_store(pg_url)
+    raw = RawPostgres(pg_url)
+    try:
+        assert raw.execute("SELECT version FROM auditor_schema").fetchall() == [(1,)]
+        assert raw.execute("SELECT to_regclass('auditor_secrets')").fetchone()[0] is None
+    finally:
+        raw.close()
+    monkeypatch.undo()
+    with open_store(pg_url) as store:  # the real migration still works afterwards
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_a_version_1_store_is_migrated_in_place_and_its_chain_still_verifies(pg_url):
+    write_version_1_layout(pg_url)
     with open_store(pg_url) as store:  # migrated on open
         assert store.schema_version() == SCHEMA_VERSION == 2
         first = store.append(AuditRecord(request_id="after-migration"))

@@ -15,6 +15,10 @@ What runs (all on 127.0.0.1, free ports, temporary directories, every process en
 Then: every panel query of the dashboard (``$__rate_interval`` -> 20s, ``$job``/``$model`` -> ``.*``)
 returns at least one series, the $job/$model variables list the service, every rule is healthy,
 and every recording rule produces a series. Takes a minute or two on CPU.
+
+Then (``test_recording_rules_add_two_replicas_exactly_once``, ~20 s, no model): the same
+Prometheus setup scraping two replicas of the project's telemetry with known, different counts, to
+check that the recording rules add replicas up exactly once (see the section below).
 """
 
 from __future__ import annotations
@@ -365,3 +369,178 @@ def test_recording_rules_produce_series(prometheus: str, traffic: dict[str, floa
         time.sleep(1)
         missing = absent()
     assert not missing, f"recording rules without series: {missing}\nservice metrics: {diagnosis(traffic)}"
+
+
+# --- two replicas: the recording rules aggregate across instances ------------------------------------
+#
+# Two "replicas", each as BentoML runs one: two worker processes writing the project's telemetry
+# (AuditorTelemetry) into one PROMETHEUS_MULTIPROC_DIR, and a /metrics endpoint serving the project's
+# exposition() of that directory. The workers count a known plan of events, per tick, only after the
+# test says go (Prometheus has then already scraped every series at 0, so rate() has nothing to
+# extrapolate at the start), then stop and stay alive. Prometheus scrapes both replicas as two
+# instances of one job, every second, with rules.yml loaded. Expected values are computed here from
+# the plans: exact for raw sums and gauges; for rate()/increase() over a window that holds the whole
+# history, the recorded value times the window is the known total, over-estimated at most by
+# Prometheus' extrapolation to the window's end (below one scrape interval of a >= 10 s history).
+
+REPLICA_WORKER = r"""
+import json, sys, time
+from pathlib import Path
+from auditor.runtime.records import AuditRecord
+from auditor.runtime.telemetry import AuditorTelemetry
+model, go, done, ticks, plan = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+telemetry = AuditorTelemetry(model)  # every series pre-created at 0, in this process's multiprocess files
+telemetry.set_spool_depth(plan["spool_depth"])  # the replica's workers share one spool: the same depth
+while not go.exists():
+    time.sleep(0.05)
+for _ in range(ticks):
+    for reason, n in plan["sampling"].items():
+        for _ in range(n):
+            telemetry.record_sampling(reason)
+    for outcome, n in plan["audits"].items():
+        for _ in range(n):
+            telemetry.record_audit(AuditRecord(request_id="r", outcome=outcome, cost={"seconds": 1.0}))
+    for _ in range(plan["spool_drops"]):
+        telemetry.record_spool_drop()
+    time.sleep(0.25)
+done.touch()
+time.sleep(3600)  # alive: live gauges count living processes only
+"""
+
+REPLICA_METRICS = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from auditor.runtime.telemetry import exposition
+
+class Metrics(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body, content_type = exposition()  # aggregated over the replica's worker processes
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Metrics).serve_forever()
+"""
+
+FLEET_JOB, FLEET_MODEL, WORKERS, TICKS = "fleet", "fleet-model", 2, 20
+PLANS = {  # per worker and tick; the replicas differ, so a lost or doubled one changes every answer
+    "a": {"sampling": {"base_rate": 1, "not_sampled": 8}, "audits": {"success": 1}, "spool_drops": 1,
+          "spool_depth": 3},
+    "b": {"sampling": {"base_rate": 1, "forced": 1, "not_sampled": 1}, "audits": {"success": 1, "failed": 1},
+          "spool_drops": 0, "spool_depth": 5},
+}
+
+
+def known_total(what: str, keys: tuple[str, ...] | None = None, replica: str | None = None) -> int:
+    """What the plans add up to over every worker and tick (``keys`` picks labels of ``what``)."""
+    total = 0
+    for name, plan in PLANS.items():
+        if replica is not None and name != replica:
+            continue
+        counts = plan[what]
+        n = counts if isinstance(counts, int) else sum(v for k, v in counts.items() if keys is None or k in keys)
+        total += n * WORKERS * TICKS
+    return total
+
+
+def value(prometheus_url: str, expr: str) -> float:
+    result = query(prometheus_url, expr)
+    assert len(result) == 1, f"{expr}: {result}"
+    return float(result[0]["value"][1])
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path) -> Iterator[tuple[str, Path, list[Path]]]:
+    """Prometheus scraping two replicas (2 workers each) of the project's telemetry; yields the
+    Prometheus URL, the go file and the workers' done markers."""
+    binary = require("prometheus")
+    env_base = {**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, "PYTHONPATH": str(REPO)}
+    go = tmp_path / "go"
+    done: list[Path] = []
+    targets = []
+    with contextlib.ExitStack() as stack:
+        for name, plan in PLANS.items():
+            mp_dir = tmp_path / f"multiproc-{name}"
+            mp_dir.mkdir()
+            env = {**env_base, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir)}
+            port = free_port()
+            targets.append(f"127.0.0.1:{port}")
+            stack.enter_context(spawn([sys.executable, "-c", REPLICA_METRICS, str(port)], tmp_path / f"{name}.log",
+                                      env=env, cwd=REPO))
+            for w in range(WORKERS):
+                done.append(tmp_path / f"done-{name}{w}")
+                stack.enter_context(spawn([sys.executable, "-c", REPLICA_WORKER, FLEET_MODEL, str(go), str(done[-1]),
+                                           str(TICKS), json.dumps(plan)], tmp_path / f"{name}{w}.log", env=env,
+                                          cwd=REPO))
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": FLEET_JOB, "static_configs": [{"targets": targets}]}],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        log = tmp_path / "prometheus.log"
+        proc = stack.enter_context(spawn(
+            [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"], log, cwd=tmp_path))
+        url = f"http://127.0.0.1:{port}"
+        wait_for("Prometheus to be ready", lambda: httpx.get(f"{url}/-/ready", timeout=5).status_code == 200,
+                 60, alive=proc, log=log)
+        # every worker's pre-created series scraped at 0 a few times before anything is counted
+        zeros = (f'count_over_time(sum by (instance) (interaction_auditor_store_spool_depth{{job="{FLEET_JOB}"}})'
+                 f'[1m:1s]) >= 3')
+        wait_for("three scrapes of both replicas", lambda: len(query(url, zeros)) == 2, 90, alive=proc, log=log)
+        yield url, go, done
+
+
+def test_recording_rules_add_two_replicas_exactly_once(two_replicas: tuple[str, Path, list[Path]]) -> None:
+    url, go, done = two_replicas
+    job = f'job="{FLEET_JOB}"'
+    assert value(url, f"sum(interaction_auditor_audits_total{{{job}}})") == 0  # nothing counted before go
+    go.touch()
+    wait_for("the replicas' workers to count their plans", lambda: all(p.exists() for p in done), 120)
+    audits, drops = known_total("audits"), known_total("spool_drops")
+    wait_for("Prometheus to scrape the final counts",
+             lambda: value(url, f"sum(interaction_auditor_audits_total{{{job}}})") == audits
+             and value(url, f"sum(interaction_auditor_store_spool_dropped_total{{{job}}})") == drops, 30)
+    # >= 15 samples per series: Prometheus' extrapolation to the window's end then adds at most
+    # 1.1 / 14 of the increase (the bounds below); then a few rule evaluations after the last change
+    history = f'min(count_over_time(interaction_auditor_store_spool_depth{{{job}}}[5m]))'
+    wait_for("15 scrapes of history", lambda: value(url, history) >= 15, 60)
+    time.sleep(2.5)
+
+    # the exposition: each replica reports its two workers' counts summed once
+    per_instance = {r["metric"]["instance"]: float(r["value"][1])
+                    for r in query(url, f"sum by (instance) (interaction_auditor_audits_total{{{job}}})")}
+    assert sorted(per_instance.values()) == sorted(known_total("audits", replica=n) for n in PLANS)
+
+    # gauges: one depth per replica (its workers share a spool), the replicas' depths added
+    assert value(url, "model:interaction_auditor_store_spool_depth:sum") == sum(p["spool_depth"] for p in PLANS.values())
+
+    def close_to_total(rule: str, window_s: float, total: int) -> None:
+        got = value(url, rule) * window_s
+        assert total <= got * (1 + 1e-9) and got <= total * (1 + 1.1 / 14), \
+            f"{rule} x {window_s:.0f}s = {got:.1f}, known {total}"
+
+    sampled = known_total("sampling", ("base_rate", "forced"))
+    close_to_total("model:interaction_auditor_sampling_decisions:rate5m", 300, known_total("sampling"))
+    close_to_total("model:interaction_auditor_sampled_decisions:rate5m", 300, sampled)
+    close_to_total('model_outcome:interaction_auditor_audits:rate5m{outcome="success"}', 300,
+                   known_total("audits", ("success",)))
+    close_to_total('model_outcome:interaction_auditor_audits:rate5m{outcome="failed"}', 300,
+                   known_total("audits", ("failed",)))
+    close_to_total("model:interaction_auditor_store_spool_dropped:increase15m", 1, drops)
+
+    # ratios pool the replicas' counts (not the mean of per-replica ratios: 0.389 and 0.25 here)
+    def close_to_ratio(rule: str, expected: float) -> None:
+        got = value(url, rule)
+        assert abs(got - expected) <= 0.06 * expected, f"{rule} = {got:.4f}, pooled {expected:.4f}"
+
+    close_to_ratio("model:interaction_auditor_sampling:ratio_rate5m", sampled / known_total("sampling"))
+    close_to_ratio("model:interaction_auditor_audit_errors:ratio_rate15m",
+                   known_total("audits", ("failed",)) / known_total("audits"))
