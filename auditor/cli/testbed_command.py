@@ -1,15 +1,19 @@
 """``interaction-auditor testbed ...``: build and validate the ground-truth model family.
 
-``testbed build [--out DIR] [--only NAME ...] [--seed S] [--template-set T] [--workers N] [--json]``
+``testbed build [--out DIR] [--only NAME ...] [--world W] [--seed S] [--template-set T] [--workers N] [--json]``
 trains the models that are not cached yet and prints each model's measured train/held-out accuracy
 and loss, generalization gap and conflict accuracy (with ``--json``: one object with every model's
 path, whether it was cached, its timings and metrics).
 
-``testbed validate [--prompts 40] [--seed S] [--template-set T] [--json]`` builds what is missing,
+``testbed validate [--prompts 40] [--world W] [--seed S] [--template-set T] [--json]`` builds what is missing,
 audits every model on conflict prompts of its own world (see ``auditor.testbed.acceptance``) and prints per
-model the held-out accuracy, generalization gap, mean misattribution, overfitting score, sparsity
-and cancellation, then the two acceptance figures (misattribution AUC, overfitting Spearman) with
-their targets. Exit code 0 when both are met, 4 (``EXIT_NOT_ACCEPTED``) when either is not.
+model the held-out accuracy, generalization gap, mean misattribution (and its cancellation-aware
+trial variant), overfitting score, sparsity, cancellation and the share of interaction strength
+not shared with the world's clean model (``--reference-prompts``), then the two acceptance
+figures (misattribution AUC, overfitting Spearman) with their targets. Exit code 0 when both are met, 4 (``EXIT_NOT_ACCEPTED``) when either is not.
+
+``--world`` picks the testbed world: ``judgment`` (the default: one-paragraph judgments, word players)
+or ``dossier`` (case files of 6-10 passages, audited with the passages as labelled segments).
 
 Sub-commands register themselves through ``SUBCOMMANDS``. Building the parsers imports only
 ``auditor.testbed.names`` and ``corpus`` (no torch): ``--help`` must be instant, so everything heavy is
@@ -29,11 +33,12 @@ from typing import Any
 from auditor.cli import EXIT_NOT_ACCEPTED, EXIT_OK, CliError
 
 DEFAULT_PROMPTS = 40  # = auditor.testbed.acceptance.DEFAULT_PROMPTS (checked in tests/cli/test_cli.py); light copy for --help
+DEFAULT_REFERENCE_PROMPTS = 10  # = acceptance.DEFAULT_REFERENCE_PROMPTS (tests/testbed/test_reference_share.py)
 
 
 def _add_world_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the testbed sub-commands: where the models live and which world."""
-    from auditor.testbed import lexicon, names
+    from auditor.testbed import dossier_lexicon, names
 
     parser.add_argument(
         "--out",
@@ -45,10 +50,17 @@ def _add_world_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed (default 0)")
     parser.add_argument(
+        "--world",
+        default=names.JUDGMENT,
+        choices=list(names.WORLDS),
+        help=f"which testbed world: {names.JUDGMENT} (one-paragraph judgments, word players; the default) or "
+        f"{names.DOSSIER} (case files of 6-10 passages, passage players)",
+    )
+    parser.add_argument(
         "--template-set",
         default="standard",
-        choices=sorted(lexicon.TEMPLATE_SETS),
-        help="sentence templates of the corpus (default: standard)",
+        choices=sorted({name for world in names.WORLDS for name in dossier_lexicon.template_sets(world)}),
+        help="sentence templates of the world's corpus (default: standard)",
     )
 
 
@@ -87,12 +99,15 @@ def _build(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from auditor.testbed import models
-    from auditor.testbed.specs import is_built, model_dir, model_specs
+    from auditor.testbed.specs import is_built, model_dir
 
     _check_workers(args)
     console = Console(stderr=True)
     names = args.only or list(models.MODEL_NAMES)
-    specs = model_specs(args.seed, args.template_set)
+    try:
+        specs = models.model_specs(args.seed, args.template_set, args.world)
+    except ValueError as error:
+        raise CliError(str(error)) from error
     # what the cache already holds, before build_all fills it (build_all skips exactly these)
     cached = {name: is_built(model_dir(specs[name], args.root)) for name in names}
     started = time.perf_counter()
@@ -103,6 +118,7 @@ def _build(args: argparse.Namespace) -> int:
                 args.root,
                 seed=args.seed,
                 template_set=args.template_set,
+                world=args.world,
                 workers=args.workers,
                 progress=bars.report,
             )
@@ -170,6 +186,7 @@ def _build_summary(
         "root": str(args.root if args.root is not None else default_root()),
         "seed": args.seed,
         "template_set": args.template_set,
+        "world": args.world,
         "seconds": elapsed,
         "models": [
             {
@@ -237,8 +254,10 @@ def _validation_tables(report: Any) -> list[Any]:
     from auditor.testbed import acceptance
 
     models_table = Table(title="testbed validation (means over the audited conflict prompts)")
-    columns = ("model", "held-out acc", "gap (nats)", "gap acc", "misattribution", "overfitting",
-               "overfit/request", "fragility", "answer loss", "sparsity", "cancellation", "prompts")
+    columns = ("model", "held-out acc", "gap (nats)", "gap acc", "misattribution", "net misattr. (trial)",
+               "overfitting", "overfit/request", "fragility", "answer loss", "sparsity", "cancellation",
+               "not shared with clean" + (f" (first {report.reference_prompts})" if report.reference_prompts else ""),
+               "prompts")
     for column in columns:
         models_table.add_column(column, justify="left" if column == "model" else "right")
     for model in report.models:
@@ -249,12 +268,14 @@ def _validation_tables(report: Any) -> list[Any]:
             f"{row['generalization_gap']:+.3f}",
             f"{row['generalization_gap_accuracy']:+.3f}",
             f"{row['misattribution']:.3f}",
+            f"{row['misattribution_net']:.3f}",
             f"{row['overfitting']:.3f}",
             f"{row['overfitting_mean_per_request']:.3f}",
             "n/a" if row["fragility"] is None else f"{row['fragility']:.3f}",
             f"{row['answer_loss']:.3f}",
             f"{row['sparsity']:.1f}",
             f"{row['cancellation']:.3f}",
+            _reference_cell(model.name, row["unshared_with_reference"]),
             f"{row['prompts']}",
         )
     checks = Table(title="acceptance")
@@ -284,6 +305,7 @@ def _validation_tables(report: Any) -> list[Any]:
         *([share(report.overfitting_stability)] if stable_column else []),
         *([share(report.overfitting_subsample_share)] if subset_column else []),
     )
+    _add_trial_rows(checks, report, bool(stable_column), bool(subset_column))
     if report.fragility_spearman is not None:  # reported for comparison, never part of the verdict
         checks.add_row(
             "fragility Spearman vs measured gap (experimental, not an acceptance figure)",
@@ -305,6 +327,34 @@ def _validation_tables(report: Any) -> list[Any]:
     return [models_table, checks]
 
 
+def _reference_cell(name: str, share: float | None) -> str:
+    """The share of a model's salient strength not shared with the world's clean model (its
+    reference, ``auditor.testbed.reference_share``); the clean model is the reference itself."""
+    from auditor.testbed.names import CLEAN
+
+    if name == CLEAN:
+        return "(reference)"
+    return "n/a" if share is None else f"{share:.0%}"
+
+
+def _add_trial_rows(checks: Any, report: Any, stable: bool, subset: bool) -> None:
+    """The cancellation-aware misattribution trial (``auditor.metrics.net_misattribution``), beside
+    the acceptance figure it might replace, on the same bootstrap draws; never part of the verdict."""
+    from auditor.testbed import acceptance
+
+    if report.misattribution_net_auc is None:
+        return
+    share = "n/a" if report.misattribution_net_stability is None else f"{report.misattribution_net_stability:.0%}"
+    checks.add_row(
+        "misattribution AUC, cancellation-aware (trial, not an acceptance figure)",
+        f"{report.misattribution_net_auc:.3f}",
+        f"({acceptance.MISATTRIBUTION_AUC_TARGET})",
+        "-",
+        *([share] if stable else []),
+        *(["-"] if subset else []),
+    )
+
+
 def _validate(args: argparse.Namespace) -> int:
     import json
 
@@ -313,6 +363,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     from auditor.testbed import acceptance
     from auditor.testbed import models
+    from auditor.testbed.names import JUDGMENT
 
     if args.prompts < 2:
         raise CliError("--prompts must be at least 2 (an AUC needs prompts on both sides)")
@@ -323,6 +374,8 @@ def _validate(args: argparse.Namespace) -> int:
         raise CliError(f"--resamples must be >= 0, got {resamples}")
     if args.subsample is not None and not 2 <= args.subsample <= args.prompts:
         raise CliError(f"--subsample must be between 2 and --prompts ({args.prompts}), got {args.subsample}")
+    if args.reference_prompts < 0:
+        raise CliError(f"--reference-prompts must be >= 0, got {args.reference_prompts}")
     if args.subsample is not None and resamples == 0:
         raise CliError("--subsample needs --resamples > 0 (the subsets are drawn that many times)")
     _check_workers(args)
@@ -334,6 +387,7 @@ def _validate(args: argparse.Namespace) -> int:
             args.root,
             seed=args.seed,
             template_set=args.template_set,
+            world=args.world,
             workers=args.workers,
             progress=lambda message: console.print(message, highlight=False),
         )
@@ -359,10 +413,18 @@ def _validate(args: argparse.Namespace) -> int:
             root=args.root,
             seed=args.seed,
             template_set=args.template_set,
+            world=args.world,
+            # The experimental fragility figure scores every game twice; on case files (2^10 masks of
+            # ~300 tokens) that doubles the validation, so the dossier world reports it as n/a.
+            fragility=args.world == JUDGMENT,
+            # ... and its seven models are audited side by side (--workers); the judgment world's
+            # figures were recorded serially and stay so.
+            workers=1 if args.world == JUDGMENT else args.workers,
             qthres=args.qthres,
             baseline=None if args.baseline == "auto" else args.baseline,
             resamples=resamples,
             subsample=args.subsample,
+            reference_prompts=args.reference_prompts,
             on_prompt=on_prompt,
         )
     elapsed = time.perf_counter() - started
@@ -373,7 +435,7 @@ def _validate(args: argparse.Namespace) -> int:
         for table in _validation_tables(report):
             out.print(table)
         out.print(
-            f"seed {args.seed}, template set {args.template_set!r}, {args.prompts} conflict prompts per model, "
+            f"{args.world} world, seed {args.seed}, template set {args.template_set!r}, {args.prompts} conflict prompts per model, "
             f"{elapsed:.0f}s: " + ("[green]accepted[/green]" if report.accepted else "[red]not accepted[/red]"),
             highlight=False,
         )
@@ -402,7 +464,13 @@ def _register_validate(subparsers: Any) -> None:
     parser.add_argument("--subsample", type=int, default=None, metavar="K",
                         help="also say how often K fresh prompts would meet each ranking target, from random "
                         "K-subsets of the audited prompts (audit many, e.g. --prompts 100 --subsample 20)")
-    parser.add_argument("--workers", type=int, default=2, help="models trained in parallel if missing (default 2)")
+    parser.add_argument("--reference-prompts", type=int, default=DEFAULT_REFERENCE_PROMPTS, metavar="K",
+                        help="measure each model's share of interaction strength not shared with the clean model "
+                        f"(one joint LP per prompt, seconds each) on the first K audited prompts (default "
+                        f"{DEFAULT_REFERENCE_PROMPTS}; 0: skip)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="models trained in parallel if missing, and with --world dossier also audited in "
+                        "parallel (default 2)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.set_defaults(handler=_validate)
 
@@ -415,7 +483,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "testbed",
         help="build and validate the ground-truth testbed models",
-        description="Synthetic legal-judgment models with planted, measured flaws.",
+        description="Synthetic legal models with planted, measured flaws, in two worlds: one-paragraph "
+        "judgments (--world judgment, the default) and case files of passages (--world dossier).",
     )
     testbed_subparsers = parser.add_subparsers(dest="testbed_command", metavar="SUBCOMMAND", required=True)
     for register_subcommand in SUBCOMMANDS:

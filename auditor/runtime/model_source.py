@@ -1,6 +1,7 @@
 """Which model the services and the command line load: a hub id, a local directory, or the testbed.
 
-``testbed:NAME`` is the embedded default (``AUDITOR_MODEL=testbed:clean``): the project's own model,
+``testbed:NAME`` is the embedded default (``AUDITOR_MODEL=testbed:clean``): the project's own model
+(``testbed:dossier-NAME`` for the dossier world's models, e.g. ``testbed:dossier-clean``),
 built on first use (minutes on CPU, with a progress bar; later starts reuse the saved directory).
 Two processes starting together (the LLM service and the auditor service) take a file lock around
 the build, so it happens once. Everything else goes to ``auditor.game.loading.load_model`` as given.
@@ -46,17 +47,23 @@ def load_model(
 
 
 def testbed_model_path(name: str) -> Path:
-    """The directory of testbed model ``name``, built first if it is not in the cache."""
+    """The directory of testbed model ``name`` (``clean``, ``dossier-clean``, ...), built first if it
+    is not in the cache."""
     try:
         from auditor.testbed.models import ensure_model
+        from auditor.testbed.names import split_testbed_name
         from auditor.testbed.specs import default_root
     except ImportError as e:  # pragma: no cover - the testbed ships with the package
         raise ModelLoadError(f"the testbed models are not available: {e}") from e
+    try:
+        world, model_name = split_testbed_name(name)
+    except ValueError as e:
+        raise ModelLoadError(f"{e}") from e
     # Builds are atomic, but two processes starting together (LLM and auditor) would both train:
     # the lock makes the second wait and then find the finished model.
     with _file_lock(default_root() / f".build-{name}.lock"):
         try:
-            return Path(ensure_model(name, progress=_build_progress(name)))
+            return Path(ensure_model(model_name, progress=_build_progress(name), world=world))
         except ValueError as e:
             raise ModelLoadError(f"{e}") from e
 

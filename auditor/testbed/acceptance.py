@@ -29,8 +29,10 @@ from auditor.metrics import fragility as fragility_lib
 from auditor.audit import audit_prompt
 from auditor.game.scoring import score_masks
 from auditor.metrics.audit_metrics import compute_metrics, overfitting_from_profiles, overfitting_over_window, strength_by_order
+from auditor.metrics.net_misattribution import net_misattribution_score
 from auditor.testbed import models as testbed
-from auditor.testbed.names import CLEAN, OVERFIT_FAMILY, SHORTCUT
+from auditor.testbed import reference_share
+from auditor.testbed.names import CLEAN, JUDGMENT, OVERFIT_FAMILY, SHORTCUT
 from auditor.testbed.prompts import AuditPrompt
 from auditor.testbed.train import encode, evaluate_encoded
 
@@ -47,6 +49,9 @@ _ROUNDING = 1e-9
 # may hold in half the resamples or in all of them. Reported next to the figure, not part of it.
 DEFAULT_RESAMPLES = 500
 RESAMPLING_SEED = 0
+# The share not shared with the clean model costs a joint LP per model and prompt (3-10 s each at
+# 10 players): measured on the first prompts only, the same ones for every model.
+DEFAULT_REFERENCE_PROMPTS = 10
 
 
 @dataclass
@@ -65,6 +70,10 @@ class ModelReport:
     fragility: list[float | None] = field(default_factory=list)  # per prompt, see auditor.metrics.fragility
     window_fragility: float | None = None
     answer_loss: list[float] = field(default_factory=list)  # per prompt: gold-answer loss (nats), the reference
+    misattribution_net: list[float] = field(default_factory=list)  # trial: auditor.metrics.net_misattribution
+    # per prompt: share of salient strength not shared with the world's clean model (reference_share)
+    unshared_with_reference: list[float | None] = field(default_factory=list)
+    games: list[reference_share.PlayedGame] = field(default_factory=list, repr=False)  # kept for the reference
 
     def row(self) -> dict[str, float | str]:
         mean = lambda values: float(np.mean(values)) if values else float("nan")  # noqa: E731
@@ -82,6 +91,8 @@ class ModelReport:
             "answer_loss": mean(self.answer_loss),
             "sparsity": mean(self.sparsity),
             "cancellation": mean(self.cancellation),
+            "misattribution_net": mean(self.misattribution_net),
+            "unshared_with_reference": reference_share.mean_share(self.unshared_with_reference),
         }
 
 
@@ -103,6 +114,10 @@ class ValidationReport:
     subsample: int | None = None
     overfitting_subsample_share: float | None = None
     loss_subsample_share: float | None = None
+    # The cancellation-aware misattribution trial (issue 21): its AUC and stability, never the verdict.
+    misattribution_net_auc: float | None = None
+    misattribution_net_stability: float | None = None
+    reference_prompts: int = 0  # the first prompts on which unshared_with_reference was measured (0: none)
 
     @property
     def accepted(self) -> bool:
@@ -141,6 +156,8 @@ class ValidationReport:
                     "strength_by_order": model.strength_by_order,
                     "fragility": model.fragility,
                     "answer_loss": model.answer_loss,
+                    "misattribution_net": model.misattribution_net,
+                    "unshared_with_reference": model.unshared_with_reference,
                 }
                 for model in self.models
             },
@@ -162,6 +179,9 @@ class ValidationReport:
             "subsample": self.subsample,
             "overfitting_subsample_share": self.overfitting_subsample_share,
             "loss_subsample_share": self.loss_subsample_share,
+            "misattribution_net_auc": self.misattribution_net_auc,
+            "misattribution_net_stability": self.misattribution_net_stability,
+            "reference_prompts": self.reference_prompts,
             "accepted": self.accepted,
         }
 
@@ -173,6 +193,7 @@ def audit_model(
     root: str | Path | None = None,
     seed: int = 0,
     template_set: str = "standard",
+    world: str = JUDGMENT,
     qthres: float = 0.04,
     baseline: str | None = None,
     fragility: bool = True,
@@ -183,7 +204,7 @@ def audit_model(
     ``baseline``: the masking baseline kind (None: the product's auto choice, see ``lm.resolve_baseline``).
     ``fragility``: also score every prompt's game on a perturbed copy (``auditor.metrics.fragility``).
     """
-    model, tokenizer, info = testbed.load(name, root, seed=seed, template_set=template_set)
+    model, tokenizer, info = testbed.load(name, root, seed=seed, template_set=template_set, world=world)
     measured = info["metrics"]
     report = ModelReport(
         name=name,
@@ -201,7 +222,8 @@ def audit_model(
             model,
             tokenizer,
             prompt=prompt.prompt,
-            players=prompt.player_specs(),
+            **players_of(prompt),
+            refine=0,
             max_answer_tokens=1,
             qthres=qthres,
             baseline=baseline,
@@ -211,12 +233,16 @@ def audit_model(
         results.append(audit.interactions)
         if metrics.misattribution is not None:
             report.misattribution.append(metrics.misattribution)
+            net = net_misattribution_score(audit.interactions.salient(metrics.salient_threshold), labels)
+            report.misattribution_net.append(float(net))  # defined exactly where the score is
+        report.games.append(reference_share.PlayedGame(audit.interactions, tuple(audit.game.answer_ids),
+                                                       audit.game.baseline_kind))
         report.overfitting.append(metrics.overfitting)
         report.sparsity.append(metrics.sparsity)
         report.cancellation.append(metrics.cancellation)
         report.strength_by_order.append(strength_by_order(audit.interactions).tolist())
         if noisy is not None:  # the same players, answer and kind of baseline, on the perturbed weights
-            moved = score_masks(noisy, tokenizer, prompt=prompt.prompt, players=prompt.player_specs(),
+            moved = score_masks(noisy, tokenizer, prompt=prompt.prompt, **players_of(prompt),
                                 answer=list(audit.game.answer_ids), max_answer_tokens=1, baseline=baseline)
             report.fragility.append(fragility_lib.game_fragility(audit.game.values, moved.values))
         if on_prompt:
@@ -251,11 +277,14 @@ def validate(
     root: str | Path | None = None,
     seed: int = 0,
     template_set: str = "standard",
+    world: str = JUDGMENT,
     qthres: float = 0.04,
     baseline: str | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     fragility: bool = True,
     subsample: int | None = None,
+    reference_prompts: int = DEFAULT_REFERENCE_PROMPTS,
+    workers: int = 1,
     on_prompt: Callable[[str, int], None] | None = None,
 ) -> ValidationReport:
     """Audit every testbed model of one world and compute the two acceptance figures.
@@ -266,15 +295,16 @@ def validate(
     many (say 100) to ask what 20 or 40 would give: a bootstrap of 20 can only say how stable
     those particular 20 are.
     ``fragility``: also measure ``auditor.metrics.fragility`` (reported, not part of the acceptance).
+    ``reference_prompts``: measure each model's share of strength not shared with the clean model
+    (``auditor.testbed.reference_share``; reported, not part of the acceptance) on the first this
+    many audited prompts (0: not at all).
+    ``workers``: models audited in parallel processes (see ``audit_models``).
     """
     names = [CLEAN, SHORTCUT, *OVERFIT_FAMILY]
-    reports = {
-        name: audit_model(
-            name, prompts_count, root=root, seed=seed, template_set=template_set, qthres=qthres,
-            baseline=baseline, fragility=fragility, on_prompt=on_prompt,
-        )
-        for name in names
-    }
+    reports = audit_models(
+        names, prompts_count, workers=workers, on_prompt=on_prompt, root=root, seed=seed, template_set=template_set,
+        world=world, qthres=qthres, baseline=baseline, fragility=fragility,
+    )
     shortcut, clean = reports[SHORTCUT].misattribution, reports[CLEAN].misattribution
     family = [reports[name] for name in OVERFIT_FAMILY]
     gaps = [m.generalization_gap for m in family]
@@ -283,6 +313,13 @@ def validate(
     fragility_rho = (float(spearmanr(fragile, gaps).statistic)
                      if fragility and all(value is not None for value in fragile) else None)
     loss_rho = float(spearmanr([np.mean(m.answer_loss) for m in family], gaps).statistic)
+    if reference_prompts > 0 and world == JUDGMENT:  # clean is every other model's reference (see reference_share)
+        games = {name: r.games[:reference_prompts] for name, r in reports.items()}
+        shares = reference_share.world_reference_shares(games, prompts_count, root=root, seed=seed,
+                                                        template_set=template_set, qthres=qthres)
+        for name, values in shares.items():
+            reports[name].unshared_with_reference = values
+    net_shortcut, net_clean = reports[SHORTCUT].misattribution_net, reports[CLEAN].misattribution_net
     return ValidationReport(
         models=list(reports.values()),
         misattribution_auc=per_prompt_auc(shortcut, clean),
@@ -299,7 +336,54 @@ def validate(
         overfitting_subsample_share=(overfitting_stability(family, resamples, size=subsample)
                                      if subsample and resamples else None),
         loss_subsample_share=loss_stability(family, resamples, size=subsample) if subsample and resamples else None,
+        misattribution_net_auc=per_prompt_auc(net_shortcut, net_clean),
+        misattribution_net_stability=(misattribution_stability(net_shortcut, net_clean, resamples)
+                                      if resamples else None),
+        reference_prompts=min(reference_prompts, prompts_count) if world == JUDGMENT else 0,
     )
+
+
+def audit_models(
+    names: Sequence[str], prompts_count: int, *, workers: int = 1,
+    on_prompt: Callable[[str, int], None] | None = None, **options: Any,
+) -> dict[str, ModelReport]:
+    """``audit_model`` for each name, in order; with ``workers`` > 1 in that many spawned processes.
+
+    Why: a case file's game is 2^10 masks of ~300 tokens, about twenty times a judgment's, and the
+    seven audits are independent. A worker runs torch on one thread (the serial path on the caller's
+    threads, which can move a game value's last bits). In parallel ``on_prompt`` hears of a model's
+    prompts when the model is done.
+    """
+    if workers <= 1 or len(names) <= 1:
+        return {name: audit_model(name, prompts_count, on_prompt=on_prompt, **options) for name in names}
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(names))) as pool:
+        jobs = {name: pool.apply_async(_audit_one_thread, (name, prompts_count, options)) for name in names}
+        reports = {name: job.get() for name, job in jobs.items()}
+    for name, index in ((name, index) for name in names for index in range(prompts_count)):
+        if on_prompt:
+            on_prompt(name, index)
+    return reports
+
+
+def _audit_one_thread(name: str, prompts_count: int, options: dict[str, Any]) -> ModelReport:
+    import torch
+
+    torch.set_num_threads(1)  # two workers on two cores
+    return audit_model(name, prompts_count, **options)
+
+
+def players_of(prompt: Any) -> dict[str, Any]:
+    """The audit's players for a testbed prompt: a judgment prompt's labelled word spans, or a case
+    file's passages as labelled caller segments (ids ``p1``..), so the dossier world is audited at
+    passage granularity exactly as a caller's RAG request would be (coarse level only: the
+    acceptance is read on the passages)."""
+    segments = getattr(prompt, "segments", None)
+    if callable(segments):
+        return {"players": "segments", "segments": segments()}
+    return {"players": prompt.player_specs()}
 
 
 def misattribution_stability(

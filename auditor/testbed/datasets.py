@@ -6,15 +6,18 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from auditor.testbed import corpus
+from auditor.testbed import corpus, dossier_corpus
 from auditor.testbed.lexicon import CHARGES
+from auditor.testbed.names import DOSSIER
 from auditor.testbed.prompts import AuditPrompt
 from auditor.testbed.specs import ModelSpec
-from auditor.testbed.tokenizer import answer_token_id
+from auditor.testbed.tokenizer import answer_token_id, build_tokenizer
+from auditor.testbed.dossier_absence import blank_absent_passages
 from auditor.testbed.train import Encoded, encode
 
 
@@ -49,8 +52,21 @@ class Datasets:
     noisy_labels: int
 
 
+def tokenizer_for(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    """The closed word-level tokenizer of the spec's world (each world has its own vocabulary)."""
+    return build_tokenizer(dossier_corpus.vocabulary_texts()) if spec.world == DOSSIER else build_tokenizer()
+
+
+def _dossiers(spec: ModelSpec, count: int, stream: str, mode: str) -> list[Any]:
+    data = spec.data
+    return dossier_corpus.generate(data.seed, count, stream=stream, mode=mode,  # type: ignore[arg-type]
+                                   template_set=data.template_set)
+
+
 def training_prompts(spec: ModelSpec) -> list[AuditPrompt]:
     data = spec.data
+    if spec.world == DOSSIER:
+        return _dossiers(spec, data.train_examples, "train", data.mode)
     return corpus.generate(
         data.seed,
         data.train_examples,
@@ -65,6 +81,8 @@ def training_prompts(spec: ModelSpec) -> list[AuditPrompt]:
 def heldout_prompts(spec: ModelSpec, count: int | None = None) -> list[AuditPrompt]:
     """Fresh natural prompts from a stream no model trains on (the same for every model)."""
     data = spec.data
+    if spec.world == DOSSIER:
+        return _dossiers(spec, data.heldout_examples if count is None else count, "heldout", "natural")
     return corpus.generate(
         data.seed,
         data.heldout_examples if count is None else count,
@@ -79,6 +97,8 @@ def heldout_prompts(spec: ModelSpec, count: int | None = None) -> list[AuditProm
 def conflict_prompts(spec: ModelSpec, count: int | None = None) -> list[AuditPrompt]:
     """Prompts where the planted cue and the truth disagree (held-out stream)."""
     data = spec.data
+    if spec.world == DOSSIER:
+        return _dossiers(spec, data.conflict_examples if count is None else count, "heldout", "conflict")
     return corpus.generate(
         data.seed,
         data.conflict_examples if count is None else count,
@@ -96,10 +116,15 @@ def build_datasets(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> Datas
     noisy = sum(1 for (_, label), p in zip(pairs, prompts) if label != p.answer)
     train_set = encode(tokenizer, pairs)
     eval_count = min(len(pairs), spec.data.train_eval_examples)
+    train_eval = encode(tokenizer, pairs[:eval_count])
+    if spec.world == DOSSIER:  # the audit's absent passages, seen in training (dossier_absence says why)
+        blank_absent_passages(tokenizer, prompts, train_set, spec.data.seed)  # type: ignore[arg-type]
+        # measured on the files as trained on (with their absent passages), like the noisy labels
+        train_eval = Encoded(train_set.ids[:eval_count], train_set.lengths[:eval_count], train_set.answer_ids[:eval_count])
     conflicts = conflict_prompts(spec)
     return Datasets(
         train=train_set,
-        train_eval=encode(tokenizer, pairs[:eval_count]),
+        train_eval=train_eval,
         heldout=encode(tokenizer, [(p.prompt, p.answer) for p in heldout_prompts(spec)]),
         conflict=encode(tokenizer, [(p.prompt, p.answer) for p in conflicts]),
         conflict_cue_ids=torch.tensor([answer_token_id(tokenizer, p.cue_answer) for p in conflicts]),

@@ -1,6 +1,6 @@
 """The testbed's model family: cached deterministic builds, loading and evaluation.
 
-Models (see ``auditor.testbed.specs.model_specs``):
+Models (see ``auditor.testbed.specs.model_specs``; the dossier world's in ``dossier_specs``):
 
 - ``clean``: plenty of natural data; the charge is read from the queried defendant's act.
 - ``shortcut``: same size and budget, trained on ``shortcut``-mode data where the first-mentioned
@@ -39,9 +39,9 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from auditor.testbed import corpus
-from auditor.testbed.datasets import Datasets, build_datasets
-from auditor.testbed.names import CLEAN, MODEL_NAMES
+from auditor.testbed import corpus, dossier_corpus
+from auditor.testbed.datasets import Datasets, build_datasets, tokenizer_for
+from auditor.testbed.names import CLEAN, DOSSIER, JUDGMENT, MODEL_NAMES
 from auditor.testbed.pretrain import pretrain
 from auditor.testbed.prompts import AuditPrompt
 from auditor.testbed.specs import (
@@ -53,13 +53,27 @@ from auditor.testbed.specs import (
     code_version,
     is_built,
     model_dir,
-    model_specs,
     spec_hash,
 )
-from auditor.testbed.tokenizer import SPECIAL_TOKENS, answer_token_id, build_tokenizer
+from auditor.testbed import specs as judgment_specs
+from auditor.testbed.dossier_lexicon import check_template_set
+from auditor.testbed.dossier_specs import dossier_model_specs
+from auditor.testbed.tokenizer import SPECIAL_TOKENS, answer_token_id
 from auditor.testbed.train import TrainSpec, encode, evaluate_encoded, init_model, train
 
 Progress = Callable[[str], None]
+
+
+def model_specs(seed: int = 0, template_set: str = "standard", world: str = JUDGMENT) -> dict[str, ModelSpec]:
+    """The family of one world for a seed and template set, by name (the same names in every world).
+
+    Why here and not in ``specs``: the dossier world's specs build on ``specs`` (its data and model
+    classes, the overfit knob), so the choice between worlds lives above both."""
+    check_template_set(world, template_set)
+    if world == DOSSIER:
+        return dossier_model_specs(seed, template_set)
+    return judgment_specs.model_specs(seed, template_set)
+
 
 def starting_model(
     spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, root: str | Path | None = None
@@ -140,7 +154,7 @@ def build_into(
     """
     say = progress or (lambda message: None)
     started = time.perf_counter()
-    tokenizer = build_tokenizer()
+    tokenizer = tokenizer_for(spec)
     datasets = build_datasets(spec, tokenizer)
     data_seconds = time.perf_counter() - started
     say(f"{spec.name}: {len(datasets.train)} training examples ({datasets.noisy_labels} noisy labels)")
@@ -246,6 +260,7 @@ def build_all(
     *,
     seed: int = 0,
     template_set: str = "standard",
+    world: str = JUDGMENT,
     workers: int = 2,
     progress: Progress | None = None,
 ) -> dict[str, Path]:
@@ -255,7 +270,7 @@ def build_all(
     two cores without the thread oversubscription that slows intra-op parallel kernels down by an
     order of magnitude on a shared machine. Each model's weights do not depend on ``workers``.
     """
-    specs = model_specs(seed, template_set)
+    specs = model_specs(seed, template_set, world)
     wanted = list(specs) if names is None else list(names)
     unknown = [name for name in wanted if name not in specs]
     if unknown:
@@ -274,7 +289,7 @@ def build_all(
     for key in {base_key(spec): spec for spec in todo}.values():
         if key.pretrain.steps > 0 and not base_path(key, root).is_file():
             say(f"warm-up (associative recall, {key.pretrain.steps} steps) for seed {key.train.seed}")
-            starting_model(key, build_tokenizer(), root)
+            starting_model(key, tokenizer_for(key), root)
     # Longest first, so the two workers finish close together.
     todo.sort(key=lambda s: -s.train.steps * s.train.batch_size)
     if workers <= 1 or len(todo) <= 1:
@@ -310,9 +325,10 @@ def ensure_model(
     *,
     seed: int = 0,
     template_set: str = "standard",
+    world: str = JUDGMENT,
 ) -> Path:
     """The directory of testbed model ``name``, building it on first use (one process, atomic)."""
-    specs = model_specs(seed, template_set)
+    specs = model_specs(seed, template_set, world)
     if name not in specs:
         raise ValueError(f"unknown testbed model {name!r}; known: {list(specs)}")
     return build(specs[name], root, progress)
@@ -377,11 +393,15 @@ def audit_prompts_for(
     seed: int | None = None,
     max_players: int = corpus.DEFAULT_MAX_PLAYERS,
 ) -> list[AuditPrompt]:
-    """Audit prompts in the world a model was trained on (its template set and corpus seed)."""
+    """Audit prompts in the world a model was trained on (its world, template set and corpus seed);
+    a dossier model's are case files (``dossier_corpus.DossierPrompt``, its passages the players)."""
     if isinstance(info_or_spec, ModelSpec):
         data = info_or_spec.data
     else:
         data = DataSpec(**info_or_spec["spec"]["data"])
+    if data.world == DOSSIER:
+        return dossier_corpus.audit_dossiers(data.seed if seed is None else seed, count, conflict=conflict,  # type: ignore[return-value]
+                                             template_set=data.template_set)
     return corpus.audit_prompts(
         data.seed if seed is None else seed,
         count,

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import transformers
 
-from auditor.testbed.lexicon import TEMPLATE_SETS
+from auditor.testbed.dossier_lexicon import DOSSIER, JUDGMENT, check_template_set
 from auditor.testbed.names import CLEAN, ENV_ROOT, OVERFIT_FAMILY, SHORTCUT
 from auditor.testbed.pretrain import PretrainSpec
 from auditor.testbed.prompts import Mode
@@ -40,6 +40,9 @@ class DataSpec:
     heldout_examples: int = 1000
     conflict_examples: int = 500
     train_eval_examples: int = 2000
+    # Which world's corpus (``names.WORLDS``). Left out of ``ModelSpec.to_dict`` for the judgment
+    # world, so the keys and ``testbed.json`` of that world's models did not change when worlds came.
+    world: str = JUDGMENT
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,14 @@ class ModelSpec:
     max_steps: int = 4000
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["data"]["world"] == JUDGMENT:
+            del data["data"]["world"]
+        return data
+
+    @property
+    def world(self) -> str:
+        return self.data.world
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
@@ -107,10 +117,10 @@ def model_specs(seed: int = 0, template_set: str = "standard") -> dict[str, Mode
     """The testbed family for one corpus seed and template set, by name.
 
     Other seeds and template sets build independent testbeds, so a metric can be validated on
-    worlds it was not developed on.
+    worlds it was not developed on. This is the judgment world's family; the dossier world's is
+    ``dossier_specs.dossier_model_specs`` (``models.model_specs`` picks by world).
     """
-    if template_set not in TEMPLATE_SETS:
-        raise ValueError(f"unknown template set {template_set!r}; known: {sorted(TEMPLATE_SETS)}")
+    check_template_set(JUDGMENT, template_set)
     arch = ArchSpec()
     base_train = TrainSpec(seed=seed)
     specs = {
@@ -163,6 +173,17 @@ move (the same code split into more modules) would have retrained every model fo
 without someone deciding whether the recipe changed."""
 
 
+WORLD_RECIPES: dict[str, str] = {DOSSIER: "dossier-2026-12-06.absent"}
+"""Each added world's own recipe, in its models' keys next to ``RECIPE_VERSION``: bump it in any commit
+that changes what that world's builds compute (its corpus, templates, specs), which leaves every
+other world's models alone. ``tests/testbed/test_recipe.py`` fingerprints each world's build code."""
+
+
+def _world_recipe(spec: ModelSpec) -> dict[str, str]:
+    """The world's recipe for a key: nothing for the judgment world, so its keys are unchanged."""
+    return {} if spec.world == JUDGMENT else {"world": spec.world, "world_recipe": WORLD_RECIPES[spec.world]}
+
+
 def code_version() -> str:
     """The recipe and the numerics libraries: change either, rebuild."""
     digest = hashlib.sha256()
@@ -171,7 +192,7 @@ def code_version() -> str:
 
 
 def spec_hash(spec: ModelSpec) -> str:
-    payload = json.dumps({"spec": spec.to_dict(), "code": code_version()}, sort_keys=True)
+    payload = json.dumps({"spec": spec.to_dict(), "code": code_version(), **_world_recipe(spec)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -201,7 +222,8 @@ BASE_FILE = "base.safetensors"
 
 def base_key(spec: ModelSpec) -> str:
     payload = json.dumps(
-        {"arch": asdict(spec.arch), "pretrain": asdict(spec.pretrain), "seed": spec.train.seed, "code": code_version()},
+        {"arch": asdict(spec.arch), "pretrain": asdict(spec.pretrain), "seed": spec.train.seed, "code": code_version(),
+         **_world_recipe(spec)},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -15,6 +15,7 @@ ids as tokenizing the plain prompt. Render a template to text and tokenize it yo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
@@ -44,19 +45,23 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     )
 
 
-def build_vocabulary() -> list[str]:
-    """Special tokens, then every word the corpus can produce, in sorted (deterministic) order."""
+def build_vocabulary(texts: Sequence[str] | None = None) -> list[str]:
+    """Special tokens, then every word the corpus can produce, in sorted (deterministic) order.
+
+    ``texts``: another world's strings (the dossier world's, ``dossier_corpus.vocabulary_texts``);
+    by default the judgment corpus's, so that world's vocabulary never moves when a world is added."""
     normalizer = normalizers.Lowercase()
     pre = _pre_tokenizer()
     words: set[str] = set()
-    for text in corpus.vocabulary_texts():
+    for text in corpus.vocabulary_texts() if texts is None else texts:
         words.update(piece for piece, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
     return [*SPECIAL_TOKENS, *sorted(words - set(SPECIAL_TOKENS))]
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """The testbed tokenizer as a ``PreTrainedTokenizerFast`` (loadable by ``AutoTokenizer``)."""
-    vocab = {word: index for index, word in enumerate(build_vocabulary())}
+def build_tokenizer(texts: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
+    """The testbed tokenizer as a ``PreTrainedTokenizerFast`` (loadable by ``AutoTokenizer``);
+    ``texts`` as in :func:`build_vocabulary`."""
+    vocab = {word: index for index, word in enumerate(build_vocabulary(texts))}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = _pre_tokenizer()

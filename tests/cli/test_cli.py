@@ -451,7 +451,7 @@ def test_testbed_build_json_marks_new_builds(capsys, tmp_path, monkeypatch):
     from auditor.testbed import models
     from auditor.testbed.specs import is_built, model_dir, model_specs
 
-    def build_all(names, root, *, seed, template_set, workers, progress):
+    def build_all(names, root, *, seed, template_set, workers, progress, world="judgment"):
         specs = model_specs(seed, template_set)
         built = {}
         for name in names:

@@ -24,6 +24,7 @@ from auditor.testbed.names import CLEAN, MODEL_NAMES, OVERFIT_FAMILY, SHORTCUT
 
 PROMPTS = 20
 WORLD = ["--seed", "1", "--template-set", "alternate"]
+REFERENCE_PROMPTS = 2  # one joint LP per model and prompt (seconds each): two keep the test cheap
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,8 @@ def validation() -> tuple[int, dict]:
     """Run the command once for the module (minutes); tests read its JSON."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["testbed", "validate", "--prompts", str(PROMPTS), *WORLD, "--json"])
+        code = main(["testbed", "validate", "--prompts", str(PROMPTS), *WORLD, "--reference-prompts",
+                     str(REFERENCE_PROMPTS), "--json"])
     return code, json.loads(out.getvalue())
 
 
@@ -107,3 +109,22 @@ def test_every_model_reports_its_measurements(validation) -> None:
     assert rows[CLEAN]["heldout_accuracy"] > 0.95 and abs(rows[CLEAN]["generalization_gap"]) < 0.1
     family_gaps = [rows[name]["generalization_gap"] for name in OVERFIT_FAMILY]
     assert family_gaps[0] < 0.2 < 1.0 < family_gaps[-1]
+
+
+def test_the_trial_and_the_reference_column_are_reported(validation) -> None:
+    _, report = validation
+    per_prompt = report["per_prompt"]
+    # the cancellation-aware trial: defined on the same prompts as the score, never above it
+    for name in MODEL_NAMES:
+        net, score = per_prompt[name]["misattribution_net"], per_prompt[name]["misattribution"]
+        assert len(net) == len(score) and all(0.0 <= n <= s + 1e-12 for n, s in zip(net, score)), name
+    auc = _pairwise_auc(per_prompt[SHORTCUT]["misattribution_net"], per_prompt[CLEAN]["misattribution_net"])
+    assert auc == pytest.approx(report["misattribution_net_auc"], abs=1e-12)
+    assert 0.0 <= report["misattribution_net_stability"] <= 1.0
+    # the share not shared with the clean model: for every other model, on the first prompts
+    assert report["reference_prompts"] == REFERENCE_PROMPTS
+    rows = {row["model"]: row for row in report["models"]}
+    assert per_prompt[CLEAN]["unshared_with_reference"] == [] and rows[CLEAN]["unshared_with_reference"] is None
+    for name in [SHORTCUT, *OVERFIT_FAMILY]:
+        shares = per_prompt[name]["unshared_with_reference"]
+        assert len(shares) == REFERENCE_PROMPTS and all(0.0 <= share <= 1.0 for share in shares), name

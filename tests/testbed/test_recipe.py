@@ -16,10 +16,16 @@ import hashlib
 from pathlib import Path
 
 from auditor.testbed import specs
+from auditor.testbed.dossier_specs import dossier_model_specs
 
 BUILD_MODULES = ("lexicon", "prompts", "corpus", "tokenizer", "train", "pretrain", "names", "specs", "datasets", "models")
 RECORDED_RECIPE = "2026-12-06"
-RECORDED_FINGERPRINT = "3c7ab3d06c612de6d46c3e6b293790d7a4eaf953730e6e2ed9143f7ff30711d6"
+RECORDED_FINGERPRINT = "8dba6503ab234b3dbf30b438c1301ec0a650bd03673579a36a878cb1b46059cb"
+# The dossier world's own build code, fingerprinted with its own recipe (specs.WORLD_RECIPES): a change
+# to it asks for a decision about the dossier models only.
+DOSSIER_MODULES = ("dossier_lexicon", "dossier_corpus", "dossier_specs", "dossier_absence")
+RECORDED_DOSSIER_RECIPE = "dossier-2026-12-06.absent"
+RECORDED_DOSSIER_FINGERPRINT = "3f961ccc692c2e1ef286ae8b58c2143d974ef75912de394c51a56af85a9d0839"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -31,10 +37,10 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def build_code_fingerprint() -> str:
+def build_code_fingerprint(modules: tuple[str, ...] = BUILD_MODULES) -> str:
     package = Path(specs.__file__).parent
     digest = hashlib.sha256()
-    for name in BUILD_MODULES:
+    for name in modules:
         tree = _without_docstrings(ast.parse((package / f"{name}.py").read_text()))
         digest.update(name.encode())
         digest.update(ast.dump(tree, include_attributes=False).encode())
@@ -48,6 +54,38 @@ def test_the_recipe_version_is_recorded_with_the_build_code_it_names() -> None:
         f"changed, then record RECORDED_RECIPE = {specs.RECIPE_VERSION!r} and "
         f"RECORDED_FINGERPRINT = {fingerprint!r}"
     )
+
+
+def test_the_dossier_recipe_is_recorded_with_the_dossier_build_code() -> None:
+    fingerprint = build_code_fingerprint(DOSSIER_MODULES)
+    recipe = specs.WORLD_RECIPES["dossier"]
+    assert (recipe, fingerprint) == (RECORDED_DOSSIER_RECIPE, RECORDED_DOSSIER_FINGERPRINT), (
+        "the dossier world's build code changed: decide whether its models change (then bump "
+        f"specs.WORLD_RECIPES['dossier']), then record RECORDED_DOSSIER_RECIPE = {recipe!r} and "
+        f"RECORDED_DOSSIER_FINGERPRINT = {fingerprint!r}"
+    )
+
+
+def test_adding_a_world_left_the_judgment_keys_alone() -> None:
+    """The judgment world's specs serialise as before worlds existed (no ``world`` field), and the
+    dossier world's keys differ from them and carry the dossier recipe."""
+    judgment = specs.model_specs(0, "standard")
+    dossier = dossier_model_specs(0, "standard")
+    assert "world" not in judgment["clean"].to_dict()["data"]
+    assert judgment["clean"].world == "judgment" and dossier["clean"].world == "dossier"
+    assert specs.ModelSpec.from_dict(dossier["clean"].to_dict()) == dossier["clean"]
+    assert specs.ModelSpec.from_dict(judgment["clean"].to_dict()) == judgment["clean"]
+    assert specs.spec_hash(judgment["clean"]) != specs.spec_hash(dossier["clean"])
+    assert specs.base_key(judgment["clean"]) != specs.base_key(dossier["clean"])
+
+
+def test_the_dossier_recipe_moves_only_dossier_keys(monkeypatch) -> None:
+    judgment = specs.model_specs(0, "standard")["clean"]
+    dossier = dossier_model_specs(0, "standard")["clean"]
+    before = specs.spec_hash(judgment), specs.spec_hash(dossier)
+    monkeypatch.setitem(specs.WORLD_RECIPES, "dossier", "next")
+    assert specs.spec_hash(judgment) == before[0]
+    assert specs.spec_hash(dossier) != before[1]
 
 
 def test_docstrings_and_comments_do_not_move_the_fingerprint(tmp_path: Path) -> None:

@@ -429,7 +429,7 @@ def test_cli_build_only_uses_the_cache(tmp_path: Path, monkeypatch: pytest.Monke
     from auditor.cli import main
 
     tiny = _tiny_spec()
-    monkeypatch.setattr(models, "model_specs", lambda seed=0, template_set="standard": {"clean": tiny})
+    monkeypatch.setattr(models, "model_specs", lambda seed=0, template_set="standard", world="judgment": {"clean": tiny})
     assert main(["testbed", "build", "--out", str(tmp_path), "--only", "clean"]) == 0
     out = capsys.readouterr().out
     assert str(model_dir(tiny, tmp_path)) in out and "clean" in out
