@@ -51,6 +51,7 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b[0-9a-f]{32}\b"), "<id>"),
     (re.compile(r'"seconds": \d+(?:\.\d+)?'), '"seconds": <time>'),
     (re.compile(r"\b\d+(?:\.\d+)? s\b(?= \()"), "<time> s"),                  # "validated in 93.1 s (...)"
+    (re.compile(r", \d+(?:\.\d+)?s: "), ", <time>: "),                          # "... per model, 1619s: accepted"
 )
 _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 _BORDER = re.compile(r"[─━═┄┅┈┉]+")

@@ -148,9 +148,9 @@ EXAMPLES: dict[str, Example] = {
         lambda workdir: (_passages(workdir), (workdir / "prompt.txt").write_text(CALL_IT_PROMPT)),
         models=("clean",), claims=RAG_CLAIMS),
     "validate-alternate": Example(
-        ["interaction-auditor", "testbed", "validate", *ALTERNATE_WORLD], models=(
+        ["interaction-auditor", "testbed", "validate", *ALTERNATE_WORLD, "--reference-prompts", "2"], models=(
             "clean", "shortcut", "overfit-1", "overfit-2", "overfit-3", "overfit-4", "overfit-5"),
-        world=ALTERNATE_WORLD, claims=VALIDATE_CLAIMS),
+        world=ALTERNATE_WORLD, claims=VALIDATE_CLAIMS, env={"COLUMNS": "200"}),  # its table has 14 columns
 }
 
 
