@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -57,57 +56,28 @@ def tokenizer_for(spec: ModelSpec) -> PreTrainedTokenizerBase:
     return build_tokenizer(dossier_corpus.vocabulary_texts()) if spec.world == DOSSIER else build_tokenizer()
 
 
-def _dossiers(spec: ModelSpec, count: int, stream: str, mode: str) -> list[Any]:
+def _prompts(spec: ModelSpec, count: int, stream: str, mode: str) -> list[AuditPrompt]:
+    """``count`` unlabelled prompts of the spec's world from one stream in one sampling mode."""
     data = spec.data
-    return dossier_corpus.generate(data.seed, count, stream=stream, mode=mode,  # type: ignore[arg-type]
-                                   template_set=data.template_set)
+    if spec.world == DOSSIER:
+        return dossier_corpus.generate(data.seed, count, stream=stream, mode=mode,  # type: ignore[arg-type]
+                                       template_set=data.template_set)
+    return corpus.generate(data.seed, count, stream=stream, mode=mode,  # type: ignore[arg-type]
+                           template_set=data.template_set, max_defendants=data.max_defendants, labelled=False)
 
 
 def training_prompts(spec: ModelSpec) -> list[AuditPrompt]:
-    data = spec.data
-    if spec.world == DOSSIER:
-        return _dossiers(spec, data.train_examples, "train", data.mode)
-    return corpus.generate(
-        data.seed,
-        data.train_examples,
-        stream="train",
-        mode=data.mode,
-        template_set=data.template_set,
-        max_defendants=data.max_defendants,
-        labelled=False,
-    )
+    return _prompts(spec, spec.data.train_examples, "train", spec.data.mode)
 
 
 def heldout_prompts(spec: ModelSpec, count: int | None = None) -> list[AuditPrompt]:
     """Fresh natural prompts from a stream no model trains on (the same for every model)."""
-    data = spec.data
-    if spec.world == DOSSIER:
-        return _dossiers(spec, data.heldout_examples if count is None else count, "heldout", "natural")
-    return corpus.generate(
-        data.seed,
-        data.heldout_examples if count is None else count,
-        stream="heldout",
-        mode="natural",
-        template_set=data.template_set,
-        max_defendants=data.max_defendants,
-        labelled=False,
-    )
+    return _prompts(spec, spec.data.heldout_examples if count is None else count, "heldout", "natural")
 
 
 def conflict_prompts(spec: ModelSpec, count: int | None = None) -> list[AuditPrompt]:
     """Prompts where the planted cue and the truth disagree (held-out stream)."""
-    data = spec.data
-    if spec.world == DOSSIER:
-        return _dossiers(spec, data.conflict_examples if count is None else count, "heldout", "conflict")
-    return corpus.generate(
-        data.seed,
-        data.conflict_examples if count is None else count,
-        stream="heldout",
-        mode="conflict",
-        template_set=data.template_set,
-        max_defendants=data.max_defendants,
-        labelled=False,
-    )
+    return _prompts(spec, spec.data.conflict_examples if count is None else count, "heldout", "conflict")
 
 
 def build_datasets(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> Datasets:

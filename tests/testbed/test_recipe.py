@@ -20,7 +20,7 @@ from auditor.testbed.dossier_specs import dossier_model_specs
 
 BUILD_MODULES = ("lexicon", "prompts", "corpus", "tokenizer", "train", "pretrain", "names", "specs", "datasets", "models")
 RECORDED_RECIPE = "2026-12-06"
-RECORDED_FINGERPRINT = "8dba6503ab234b3dbf30b438c1301ec0a650bd03673579a36a878cb1b46059cb"
+RECORDED_FINGERPRINT = "200a9280f5d4853ad1d4e74c79d4057aa8b51ae37861efdd200ab165db762111"
 # The dossier world's own build code, fingerprinted with its own recipe (specs.WORLD_RECIPES): a change
 # to it asks for a decision about the dossier models only.
 DOSSIER_MODULES = ("dossier_lexicon", "dossier_corpus", "dossier_specs", "dossier_absence")
