@@ -49,16 +49,14 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .records import AuditRecord, canonical_json, compute_record_hash
 from .store_base import (GENESIS_HASH, ChainedStore, ChainReport, StoreError, StoreUnavailable, decode_cursor,
-                         encode_cursor, redact_url, time_bound, where_clauses)
+                         encode_cursor, redact_url, where_clauses)
 
 __all__ = ["GENESIS_HASH", "DEFAULT_URL", "ChainReport", "AuditStore", "open_store", "StoreError", "StoreUnavailable",
            "sqlite_path_from_url"]
@@ -113,7 +111,6 @@ def sqlite_path_from_url(url: str | os.PathLike[str]) -> str:
     return url
 
 
-_ts = time_bound
 _encode_cursor = encode_cursor
 _decode_cursor = decode_cursor
 
@@ -263,36 +260,16 @@ class AuditStore(ChainedStore):
                                  [("head_hash", digest), ("head_seq", str(cur.lastrowid))])
         return stored
 
-    def apply_retention(self, max_age_days: float, *, now: datetime | float | None = None) -> int:
-        """Delete records older than ``max_age_days`` (by ``created_at``) and return how many.
-
-        Only a prefix of the chain is deleted: the oldest records up to (not including) the first
-        record that is still young, so a record appended late with an old timestamp waits for the
-        records before it. The hash and sequence number of the last deleted record become the
-        anchor that :meth:`verify_chain` starts from.
-        """
-        max_age_days = float(max_age_days)
-        if not max_age_days > 0:
-            raise ValueError("max_age_days must be positive")
-        now_ts = _ts(now) if now is not None else time.time()
-        cutoff = now_ts - max_age_days * 86400.0
+    @contextmanager
+    def _retention_transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connection()
             with self._write(conn):
-                first_young = conn.execute("SELECT MIN(seq) FROM audits WHERE created_ts >= ?", (cutoff,)).fetchone()[0]
-                if first_young is None:
-                    row = conn.execute("SELECT MAX(seq) FROM audits").fetchone()
-                    limit_seq = (row[0] or 0) + 1
-                else:
-                    limit_seq = first_young
-                last = conn.execute("SELECT seq, record_hash FROM audits WHERE seq < ? ORDER BY seq DESC LIMIT 1",
-                                    (limit_seq,)).fetchone()
-                if last is None:
-                    return 0
-                n = conn.execute("DELETE FROM audits WHERE seq <= ?", (last[0],)).rowcount
-                conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                 [("anchor_hash", last[1]), ("anchor_seq", str(last[0]))])
-        return n
+                yield conn
+
+    @staticmethod
+    def _set_meta(conn: sqlite3.Connection, items: list[tuple[str, str]]) -> None:
+        conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", items)
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, audit_id: str) -> AuditRecord | None:

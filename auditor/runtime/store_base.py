@@ -13,6 +13,8 @@ import base64
 import io
 import json
 import os
+import time
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -174,6 +176,43 @@ class ChainedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _retention_transaction(self) -> AbstractContextManager[Any]:  # pragma: no cover - every backend defines it
+        """A connection in a write transaction that holds the chain (no append can interleave)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _set_meta(conn: Any, items: list[tuple[str, str]]) -> None:  # pragma: no cover - every backend defines it
+        raise NotImplementedError
+
+    def apply_retention(self, max_age_days: float, *, now: datetime | float | None = None) -> int:
+        """Delete records older than ``max_age_days`` (by ``created_at``) and return how many.
+
+        Only a prefix of the chain is deleted: the oldest records up to (not including) the first
+        record that is still young, so a record appended late with an old timestamp waits for the
+        records before it. The hash and sequence number of the last deleted record become the
+        anchor that :meth:`verify_chain` starts from. Written once for both backends, like
+        verification, so what a retained chain means cannot drift between them.
+        """
+        max_age_days = float(max_age_days)
+        if not max_age_days > 0:
+            raise ValueError("max_age_days must be positive")
+        now_ts = time_bound(now) if now is not None else time.time()
+        cutoff = now_ts - max_age_days * 86400.0
+        p = self.PLACEHOLDER
+        with self._retention_transaction() as conn:
+            first_young = conn.execute(f"SELECT MIN(seq) FROM audits WHERE created_ts >= {p}", (cutoff,)).fetchone()[0]
+            if first_young is None:
+                limit_seq = (conn.execute("SELECT MAX(seq) FROM audits").fetchone()[0] or 0) + 1
+            else:
+                limit_seq = first_young
+            last = conn.execute(f"SELECT seq, record_hash FROM audits WHERE seq < {p} ORDER BY seq DESC LIMIT 1",
+                                (limit_seq,)).fetchone()
+            if last is None:
+                return 0
+            n = conn.execute(f"DELETE FROM audits WHERE seq <= {p}", (last[0],)).rowcount
+            self._set_meta(conn, [("anchor_hash", last[1]), ("anchor_seq", str(last[0]))])
+        return n
 
     def export_jsonl(self, path_or_file: str | os.PathLike[str] | IO[Any], since: Any = None,
                      until: Any = None) -> int:

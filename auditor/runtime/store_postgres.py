@@ -41,15 +41,13 @@ import json
 import os
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from .records import AuditRecord, canonical_json, compute_record_hash
 from .store_base import (GENESIS_HASH, ChainedStore, StoreError, StoreUnavailable, decode_cursor,
-                         encode_cursor, redact_url, time_bound, where_clauses)
+                         encode_cursor, redact_url, where_clauses)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "has_audit_store", "is_postgres_url"]
 
@@ -322,28 +320,11 @@ class PostgresStore(ChainedStore):
                              "canonical JSON: verify_chain will name it")
         return stored
 
-    def apply_retention(self, max_age_days: float, *, now: datetime | float | None = None) -> int:
-        """Delete the oldest records as a prefix of the chain and anchor the rest; see
-        :meth:`auditor.runtime.store.AuditStore.apply_retention`."""
-        max_age_days = float(max_age_days)
-        if not max_age_days > 0:
-            raise ValueError("max_age_days must be positive")
-        now_ts = time_bound(now) if now is not None else time.time()
-        cutoff = now_ts - max_age_days * 86400.0
+    @contextmanager
+    def _retention_transaction(self) -> Iterator[Any]:
         with self._conn() as conn, conn.transaction():
             self._lock_chain(conn)
-            first_young = conn.execute("SELECT min(seq) FROM audits WHERE created_ts >= %s", (cutoff,)).fetchone()[0]
-            if first_young is None:
-                limit_seq = (conn.execute("SELECT max(seq) FROM audits").fetchone()[0] or 0) + 1
-            else:
-                limit_seq = first_young
-            last = conn.execute("SELECT seq, record_hash FROM audits WHERE seq < %s ORDER BY seq DESC LIMIT 1",
-                                (limit_seq,)).fetchone()
-            if last is None:
-                return 0
-            n = conn.execute("DELETE FROM audits WHERE seq <= %s", (last[0],)).rowcount
-            self._set_meta(conn, [("anchor_hash", last[1]), ("anchor_seq", str(last[0]))])
-        return n
+            yield conn
 
     # -- reads ------------------------------------------------------------------------------
     def get(self, audit_id: str) -> AuditRecord | None:
