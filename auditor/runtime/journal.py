@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from auditor.runtime.store import sqlite_file_of
+
 __all__ = ["JobJournal", "journal_path_for"]
 
 logger = logging.getLogger(__name__)
@@ -38,17 +40,10 @@ _KEPT = ("request_id", "sampling_reason", "sampling_probability", "request_id_re
 def journal_path_for(store_url: str) -> Path | None:
     """The default journal beside a SQLite store file (``audits.sqlite`` -> ``audits.sqlite.jobs``);
     None for in-memory stores and other schemes (nothing on disk to sit beside)."""
-    url = store_url
-    for prefix in ("sqlite:///", "sqlite://"):
-        if url.startswith(prefix):
-            url = url[len(prefix):]
-            break
-    else:
-        if "://" in url:
-            return None
-    if url in ("", ":memory:"):
+    path = sqlite_file_of(store_url)
+    if path is None:
         return None
-    return Path(url + ".jobs")
+    return Path(path + ".jobs")
 
 
 class JobJournal:

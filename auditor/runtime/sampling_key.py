@@ -24,24 +24,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from auditor.runtime.store import sqlite_file_of
+
 __all__ = ["SECRET_NAME", "ensure_sampling_key"]
 
 logger = logging.getLogger(__name__)
 
 SECRET_NAME = "sampling_key"
-
-
-def _sqlite_path(store_url: str) -> str | None:
-    """The database file of a SQLite store URL (None for in-memory stores and other schemes)."""
-    url = store_url
-    for prefix in ("sqlite:///", "sqlite://"):
-        if url.startswith(prefix):
-            url = url[len(prefix):]
-            break
-    else:
-        if "://" in url:
-            return None
-    return None if url in ("", ":memory:") else url
 
 
 def _sqlite_secret(path: str, name: str, fresh: str) -> str:
@@ -69,7 +58,7 @@ def ensure_sampling_key(store_url: str, configured: bytes | None = None, *, stor
     if configured:
         return configured
     fresh = secrets.token_hex(32)
-    path = _sqlite_path(store_url)
+    path = sqlite_file_of(store_url)
     if path is not None:
         return _sqlite_secret(path, SECRET_NAME, fresh).encode("ascii")
     opened = None

@@ -111,6 +111,17 @@ def sqlite_path_from_url(url: str | os.PathLike[str]) -> str:
     return url
 
 
+def sqlite_file_of(url: str) -> str | None:
+    """The database file a store URL names, or None where there is no file: an in-memory store, or
+    another scheme (a server store). For what sits beside the store file (the job journal, the
+    sampling key's reader), which has nowhere to go without one."""
+    try:
+        path = sqlite_path_from_url(url)
+    except StoreError:
+        return None
+    return None if path in ("", ":memory:") else path
+
+
 _encode_cursor = encode_cursor
 _decode_cursor = decode_cursor
 
