@@ -287,20 +287,21 @@ def _validation_tables(report: Any) -> list[Any]:
             checks.add_column(column, justify="left" if column in ("check", "result") else "right")
     verdict = lambda ok: "[green]pass[/green]" if ok else "[red]FAIL[/red]"  # noqa: E731
     share = lambda value: "n/a" if value is None else f"{value:.0%}"  # noqa: E731
+    in_resamples = (f" in >= {report.stability_target:.0%} of resamples"
+                    if report.stability_target is not None else "")
     checks.add_row(
         "misattribution AUC, shortcut vs clean (per prompt)",
         f"{report.misattribution_auc:.3f}",
-        f">= {acceptance.MISATTRIBUTION_AUC_TARGET}",
+        f">= {acceptance.MISATTRIBUTION_AUC_TARGET}{in_resamples}",
         verdict(report.misattribution_ok),
         *([share(report.misattribution_stability)] if stable_column else []),
         *(["-"] if subset_column else []),
     )
-    ranking_ok = report.overfitting_spearman >= acceptance.OVERFITTING_SPEARMAN_TARGET - 1e-9
     checks.add_row(
         f"overfitting Spearman vs measured gap ({len(report.family)} models)",
         f"{report.overfitting_spearman:.3f}",
-        f">= {acceptance.OVERFITTING_SPEARMAN_TARGET}, or as reliable as the reference",
-        verdict(report.overfitting_ok) + ("" if ranking_ok or not report.overfitting_ok
+        f">= {acceptance.OVERFITTING_SPEARMAN_TARGET}{in_resamples}, or as reliable as the reference",
+        verdict(report.overfitting_ok) + ("" if report.overfitting_ranking_ok or not report.overfitting_ok
                                           else " (as reliable as the reference)"),
         *([share(report.overfitting_stability)] if stable_column else []),
         *([share(report.overfitting_subsample_share)] if subset_column else []),

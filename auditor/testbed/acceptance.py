@@ -16,39 +16,41 @@ the family, the prompts do not carry the ordering, whatever the estimator.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import ConstantInputWarning, mannwhitneyu, spearmanr
+from scipy.stats import spearmanr
 
 from auditor.metrics import fragility as fragility_lib
 from auditor.audit import audit_prompt
 from auditor.game.scoring import score_masks
-from auditor.metrics.audit_metrics import compute_metrics, overfitting_from_profiles, overfitting_over_window, strength_by_order
+from auditor.metrics.audit_metrics import compute_metrics, overfitting_over_window, strength_by_order
 from auditor.metrics.net_misattribution import net_misattribution_score
 from auditor.testbed import models as testbed
 from auditor.testbed import reference_share
-from auditor.testbed.names import CLEAN, JUDGMENT, OVERFIT_FAMILY, SHORTCUT
+from auditor.testbed.acceptance_stability import (
+    _ROUNDING,
+    DEFAULT_RESAMPLES,
+    MISATTRIBUTION_AUC_TARGET,
+    OVERFITTING_SPEARMAN_TARGET,
+    RESAMPLING_SEED,
+    STABILITY_TARGET,
+    fragility_stability,
+    loss_stability,
+    misattribution_stability,
+    overfitting_stability,
+    per_prompt_auc,
+)
+from auditor.testbed.names import CLEAN, DOSSIER, JUDGMENT, OVERFIT_FAMILY, SHORTCUT
 from auditor.testbed.prompts import AuditPrompt
 from auditor.testbed.train import encode, evaluate_encoded
 
 DEFAULT_PROMPTS = 40
 """Conflict prompts audited per model: the owners' acceptance is read at 40 (20 is a documented reading,
 met about 84% of the time by a sound estimator and 88% by the gold-answer loss itself: docs/testbed.md)."""
-MISATTRIBUTION_AUC_TARGET = 0.95
-OVERFITTING_SPEARMAN_TARGET = 0.9
-# Rank statistics take a few exact values (five levels with one adjacent swap: exactly 0.9), which
-# scipy reaches through floating point; a target met exactly must not fail on the last bit.
-_ROUNDING = 1e-9
-# How often a verdict survives resampling the audited prompts (bootstrap, fixed seed so reports
-# reproduce): 20 prompts is a small sample, and a figure that meets its target by one adjacent swap
-# may hold in half the resamples or in all of them. Reported next to the figure, not part of it.
-DEFAULT_RESAMPLES = 500
-RESAMPLING_SEED = 0
 # The share not shared with the clean model costs a joint LP per model and prompt (3-10 s each at
 # 10 players): measured on the first prompts only, the same ones for every model.
 DEFAULT_REFERENCE_PROMPTS = 10
@@ -118,6 +120,10 @@ class ValidationReport:
     misattribution_net_auc: float | None = None
     misattribution_net_stability: float | None = None
     reference_prompts: int = 0  # the first prompts on which unshared_with_reference was measured (0: none)
+    # The share of resamples each figure must also hold in (None: the point estimate alone decides).
+    # The dossier world's acceptance asks for it (issue 19); the judgment world's is the owners'
+    # 40-prompt rule, with the stability shares reported beside it.
+    stability_target: float | None = None
 
     @property
     def accepted(self) -> bool:
@@ -125,12 +131,27 @@ class ValidationReport:
 
     @property
     def misattribution_ok(self) -> bool:
-        return self.misattribution_auc >= MISATTRIBUTION_AUC_TARGET - _ROUNDING
+        return (self.misattribution_auc >= MISATTRIBUTION_AUC_TARGET - _ROUNDING
+                and self._stable(self.misattribution_stability))
 
     @property
     def overfitting_ok(self) -> bool:
-        """Spearman >= 0.9, or the estimator ranks the family at least as reliably as the reference."""
-        return self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING or self.as_reliable_as_reference
+        """Spearman >= 0.9 (holding in ``stability_target`` of the resamples where one is set), or the
+        estimator ranks the family at least as reliably as the reference."""
+        return self.overfitting_ranking_ok or self.as_reliable_as_reference
+
+    @property
+    def overfitting_ranking_ok(self) -> bool:
+        """The first way alone: the Spearman meets its target (and its stability target, if any)."""
+        return (self.overfitting_spearman >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING
+                and self._stable(self.overfitting_stability))
+
+    def _stable(self, share: float | None) -> bool:
+        """Whether a figure's resample share meets the stability target; a required share that was not
+        measured (``resamples`` 0) is not met."""
+        if self.stability_target is None:
+            return True
+        return share is not None and share >= self.stability_target - _ROUNDING
 
     @property
     def as_reliable_as_reference(self) -> bool:
@@ -182,6 +203,7 @@ class ValidationReport:
             "misattribution_net_auc": self.misattribution_net_auc,
             "misattribution_net_stability": self.misattribution_net_stability,
             "reference_prompts": self.reference_prompts,
+            "stability_target": self.stability_target,
             "accepted": self.accepted,
         }
 
@@ -263,14 +285,6 @@ def answer_losses(model: Any, tokenizer: Any, prompts: Sequence[AuditPrompt]) ->
             for p in prompts]
 
 
-def per_prompt_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
-    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U / n1 n2)."""
-    if not positives or not negatives:
-        return float("nan")
-    statistic = mannwhitneyu(positives, negatives, alternative="greater").statistic
-    return float(statistic / (len(positives) * len(negatives)))
-
-
 def validate(
     prompts_count: int = DEFAULT_PROMPTS,
     *,
@@ -340,6 +354,7 @@ def validate(
         misattribution_net_stability=(misattribution_stability(net_shortcut, net_clean, resamples)
                                       if resamples else None),
         reference_prompts=min(reference_prompts, prompts_count) if world == JUDGMENT else 0,
+        stability_target=STABILITY_TARGET if world == DOSSIER else None,
     )
 
 
@@ -384,109 +399,3 @@ def players_of(prompt: Any) -> dict[str, Any]:
     if callable(segments):
         return {"players": "segments", "segments": segments()}
     return {"players": prompt.player_specs()}
-
-
-def misattribution_stability(
-    positives: Sequence[float], negatives: Sequence[float], resamples: int = DEFAULT_RESAMPLES,
-    seed: int = RESAMPLING_SEED,
-) -> float | None:
-    """Share of bootstrap resamples whose AUC still meets the target.
-
-    The two models answer their own prompts (a prompt without unreliable players drops out of one
-    side only), so each side is resampled on its own: a two-sample bootstrap.
-    """
-    if not positives or not negatives or resamples <= 0:
-        return None
-    rng = np.random.default_rng(seed)
-    pos, neg = np.asarray(positives, dtype=np.float64), np.asarray(negatives, dtype=np.float64)
-    met = 0
-    for _ in range(resamples):
-        auc = per_prompt_auc(rng.choice(pos, len(pos)).tolist(), rng.choice(neg, len(neg)).tolist())
-        met += auc >= MISATTRIBUTION_AUC_TARGET - _ROUNDING
-    return met / resamples
-
-
-def overfitting_stability(
-    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED,
-    size: int | None = None,
-) -> float | None:
-    """Share of bootstrap resamples of the prompts whose window scores still meet the Spearman target.
-
-    Every level is audited on the same prompts, so one draw of prompt indices is shared by all of
-    them (a paired bootstrap: a hard prompt stays hard for every level). The gaps are measured on
-    held-out data and stay fixed. A resample whose scores are all tied has no rank correlation and
-    counts as a miss. With ``size``, each draw is instead a random subset of that many prompts
-    (without replacement): the share estimates how often a validation on ``size`` prompts meets it.
-    """
-    return _ranking_stability(
-        [model.strength_by_order for model in family],
-        lambda profiles: overfitting_from_profiles(profiles).score,
-        [model.generalization_gap for model in family],
-        resamples,
-        seed,
-        size,
-    )
-
-
-def fragility_stability(
-    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
-) -> float | None:
-    """``overfitting_stability`` for the window fragility (median over the resampled prompts)."""
-    return _ranking_stability(
-        [model.fragility for model in family],
-        _window_fragility_or_nan,
-        [model.generalization_gap for model in family],
-        resamples,
-        seed,
-    )
-
-
-def loss_stability(
-    family: Sequence[ModelReport], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED,
-    size: int | None = None,
-) -> float | None:
-    """``overfitting_stability`` for the reference: the mean gold-answer loss of the resampled prompts."""
-    return _ranking_stability(
-        [model.answer_loss for model in family],
-        lambda losses: float(np.mean(losses)),
-        [model.generalization_gap for model in family],
-        resamples,
-        seed,
-        size,
-    )
-
-
-def _window_fragility_or_nan(values: list) -> float:
-    """A window without a defined fragility has no rank: NaN makes the resample count as a miss."""
-    window = fragility_lib.window_fragility(values)
-    return float("nan") if window is None else window
-
-
-def _ranking_stability(
-    per_model: Sequence[Sequence[object]],
-    window: Callable[[list], float],
-    gaps: Sequence[float],
-    resamples: int,
-    seed: int,
-    size: int | None = None,
-) -> float | None:
-    """Share of draws of prompt indices (shared by every model) whose window ranking meets the target.
-
-    A draw is a bootstrap resample (``size`` None) or a random subset of ``size`` prompts.
-    """
-    counts = {len(samples) for samples in per_model}
-    if len(per_model) < 2 or resamples <= 0 or len(counts) != 1 or 0 in counts:
-        return None
-    (count,) = counts
-    if size is not None and not 1 <= size <= count:
-        raise ValueError(f"a subset of {size} prompts cannot be drawn from {count}")
-    rng = np.random.default_rng(seed)
-    met = 0
-    for _ in range(resamples):
-        draw = rng.integers(0, count, count) if size is None else rng.choice(count, size, replace=False)
-        scores = [window([samples[i] for i in draw]) for samples in per_model]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConstantInputWarning)
-            rho = spearmanr(scores, gaps).statistic
-        met += bool(np.isfinite(rho) and rho >= OVERFITTING_SPEARMAN_TARGET - _ROUNDING)
-    return met / resamples

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from auditor.testbed import acceptance
-from auditor.metrics.audit_metrics import decay_template, spindle_template
+from auditor.metrics.audit_metrics import decay_template, overfitting_from_profiles, spindle_template
 from auditor.testbed.acceptance import ModelReport, fragility_stability, misattribution_stability, overfitting_stability
 
 N = 8  # players per prompt
@@ -54,7 +54,7 @@ def _exact_share(family: list[ModelReport], draws: list[tuple[int, ...]] | None 
     if draws is None:
         draws = list(itertools.product(range(count), repeat=count))
     for draw in draws:
-        scores = [acceptance.overfitting_from_profiles([m.strength_by_order[i] for i in draw]).score for m in family]
+        scores = [overfitting_from_profiles([m.strength_by_order[i] for i in draw]).score for m in family]
         ranks_scores = np.argsort(np.argsort(scores))
         ranks_gaps = np.argsort(np.argsort(gaps))
         n = len(scores)
@@ -228,7 +228,7 @@ def test_subsample_share_matches_the_exact_share_of_subsets():
 
 def test_a_subset_of_every_prompt_is_the_verdict_itself():
     family = _swapping_family()
-    scores = [acceptance.overfitting_from_profiles(m.strength_by_order).score for m in family]
+    scores = [overfitting_from_profiles(m.strength_by_order).score for m in family]
     from scipy.stats import spearmanr
 
     verdict = spearmanr(scores, [m.generalization_gap for m in family]).statistic >= 0.9 - 1e-9
@@ -276,3 +276,26 @@ def test_the_table_says_when_the_ranking_passes_by_reliability():
         console.print(table)
     overfitting = next(line for line in console.export_text().splitlines() if "overfitting Spearman" in line)
     assert "pass (as reliable as the reference)" in overfitting and "70%" in overfitting
+
+
+def test_a_world_that_requires_stability_fails_a_point_estimate_that_holds_in_too_few_resamples():
+    """The dossier world's rule (issue 19): each figure meets its target in >= 90% of resamples too.
+    The dossier seed-0 case of 2026-12-06: AUC 0.959 at the point, met in 64% of resamples."""
+    shortcut = [1.0] * 36 + [0.6] * 4
+    clean = [0.05] * 37 + [1.0] * 3
+    auc = acceptance.per_prompt_auc(shortcut, clean)
+    assert auc == pytest.approx(1 - 3 / 40 * (4 / 40 + 0.5 * 36 / 40))  # ties count one half (Mann-Whitney)
+    stability = misattribution_stability(shortcut, clean, 500)
+    assert auc >= acceptance.MISATTRIBUTION_AUC_TARGET and stability < acceptance.STABILITY_TARGET
+    common = dict(models=[], misattribution_auc=auc, misattribution_stability=stability,
+                  overfitting_spearman=1.0, overfitting_stability=0.95, resamples=500)
+    assert acceptance.ValidationReport(**common).accepted  # the judgment world: the point estimate decides
+    required = acceptance.ValidationReport(**common, stability_target=acceptance.STABILITY_TARGET)
+    assert not required.misattribution_ok and required.overfitting_ok and not required.accepted
+    assert required.to_dict()["stability_target"] == 0.9
+    # The Spearman too: met at the point in too few resamples fails, unless as reliable as the reference.
+    shaky = dict(common, misattribution_stability=1.0, overfitting_stability=0.85)
+    assert not acceptance.ValidationReport(**shaky, stability_target=0.9).overfitting_ok
+    assert acceptance.ValidationReport(**shaky, stability_target=0.9, loss_stability=0.8).overfitting_ok
+    # A required share that was never measured is not met.
+    assert not acceptance.ValidationReport(**dict(common, misattribution_stability=None), stability_target=0.9).accepted
