@@ -56,6 +56,8 @@ MIN_SENTENCES, MAX_SENTENCES = 2, 4
 NATURAL_RECORD_RATE = 0.5
 """Share of natural files with a prior record: enough for the clean model to learn to ignore it."""
 PASSAGE_SEPARATOR = "\n\n"
+NO_CHARGE = "unknown"
+"""The answer to a file whose deciding passage is absent: no act, no charge (``dossier_absence``)."""
 
 _LABELS: dict[str, Label] = {"deciding": "relevant", "record": "forbidden", "person": "irrelevant",
                              "event": "irrelevant"}
@@ -249,6 +251,6 @@ def audit_dossiers(seed: int | str, count: int, conflict: bool = True, template_
 
 def vocabulary_texts() -> list[str]:
     """Every string a dossier can contain: the legal world's lexicon and the dossier templates."""
-    texts: list[str] = [*CHARGES, *NAMES, *OCCUPATIONS, *VICTIMS, *INSTRUMENTS, *CIRCUMSTANCES, *CITIES, *DAYS]
+    texts: list[str] = [*CHARGES, NO_CHARGE, *NAMES, *OCCUPATIONS, *VICTIMS, *INSTRUMENTS, *CIRCUMSTANCES, *CITIES, *DAYS]
     texts += [act.verb for act in ACTS] + [act.target.format(victim="") for act in ACTS]
     return texts + dossier_template_literals()

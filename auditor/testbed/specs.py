@@ -173,7 +173,7 @@ move (the same code split into more modules) would have retrained every model fo
 without someone deciding whether the recipe changed."""
 
 
-WORLD_RECIPES: dict[str, str] = {DOSSIER: "dossier-2026-12-06.absent"}
+WORLD_RECIPES: dict[str, str] = {DOSSIER: "dossier-2026-12-06.act-absent"}
 """Each added world's own recipe, in its models' keys next to ``RECIPE_VERSION``: bump it in any commit
 that changes what that world's builds compute (its corpus, templates, specs), which leaves every
 other world's models alone. ``tests/testbed/test_recipe.py`` fingerprints each world's build code."""

@@ -20,12 +20,12 @@ from auditor.testbed.dossier_specs import dossier_model_specs
 
 BUILD_MODULES = ("lexicon", "prompts", "corpus", "tokenizer", "train", "pretrain", "names", "specs", "datasets", "models")
 RECORDED_RECIPE = "2026-12-06"
-RECORDED_FINGERPRINT = "200a9280f5d4853ad1d4e74c79d4057aa8b51ae37861efdd200ab165db762111"
+RECORDED_FINGERPRINT = "247de27c9e7e1122bd2db29755472032b2d2dfa16d4f9b22934b65a53c83f8a2"
 # The dossier world's own build code, fingerprinted with its own recipe (specs.WORLD_RECIPES): a change
 # to it asks for a decision about the dossier models only.
 DOSSIER_MODULES = ("dossier_lexicon", "dossier_corpus", "dossier_specs", "dossier_absence")
-RECORDED_DOSSIER_RECIPE = "dossier-2026-12-06.absent"
-RECORDED_DOSSIER_FINGERPRINT = "3f961ccc692c2e1ef286ae8b58c2143d974ef75912de394c51a56af85a9d0839"
+RECORDED_DOSSIER_RECIPE = "dossier-2026-12-06.act-absent"
+RECORDED_DOSSIER_FINGERPRINT = "916a1a6e9d771886764976a0e22ac8fbd1526034a457d7741d1f56159d3889a8"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -37,11 +37,22 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _without_world_recipes(tree: ast.AST) -> ast.AST:
+    """``specs.WORLD_RECIPES``'s values are each world's own recipe, fingerprinted with that world's
+    code: bumping one must not ask for a decision about the judgment world's models."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(target, ast.Name) and target.id == "WORLD_RECIPES" for target in targets):
+                node.value = ast.Constant(value=None)
+    return tree
+
+
 def build_code_fingerprint(modules: tuple[str, ...] = BUILD_MODULES) -> str:
     package = Path(specs.__file__).parent
     digest = hashlib.sha256()
     for name in modules:
-        tree = _without_docstrings(ast.parse((package / f"{name}.py").read_text()))
+        tree = _without_world_recipes(_without_docstrings(ast.parse((package / f"{name}.py").read_text())))
         digest.update(name.encode())
         digest.update(ast.dump(tree, include_attributes=False).encode())
     return digest.hexdigest()
