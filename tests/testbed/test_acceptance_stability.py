@@ -299,3 +299,22 @@ def test_a_world_that_requires_stability_fails_a_point_estimate_that_holds_in_to
     assert acceptance.ValidationReport(**shaky, stability_target=0.9, loss_stability=0.8).overfitting_ok
     # A required share that was never measured is not met.
     assert not acceptance.ValidationReport(**dict(common, misattribution_stability=None), stability_target=0.9).accepted
+
+
+def test_the_printed_table_names_the_stability_target_and_fails_a_point_estimate_that_misses_it():
+    from rich.console import Console
+
+    from auditor.cli.testbed_command import _validation_tables
+
+    report = acceptance.ValidationReport(
+        models=[], misattribution_auc=0.959, misattribution_stability=0.644, overfitting_spearman=0.975,
+        overfitting_stability=0.99, resamples=500, stability_target=acceptance.STABILITY_TARGET,
+    )
+    console = Console(record=True, width=250)
+    for table in _validation_tables(report):
+        console.print(table)
+    lines = console.export_text().splitlines()
+    auc = next(line for line in lines if "misattribution AUC" in line)
+    spearman = next(line for line in lines if "overfitting Spearman" in line)
+    assert "in >= 90% of resamples" in auc and "FAIL" in auc and "64%" in auc
+    assert "in >= 90% of resamples" in spearman and "pass" in spearman and "99%" in spearman

@@ -3,9 +3,11 @@
 Gated behind ``AUDITOR_DOSSIER_ACCEPTANCE=1``: building the dossier family and auditing it (7 models x
 40 case files of up to 2^10 masks of ~170 tokens) takes tens of minutes on two cores even with the
 models cached (docs/testbed.md, "Dossier world"), which the suite's 15-minute budget cannot carry.
-A cache alone does not turn it on, so a machine that once built the family keeps a fast suite. Like
-``test_acceptance.py`` it checks the command's verdict and recomputes both figures from the
-per-prompt numbers it printed with independent formulas.
+A cache alone does not turn it on, so a machine that once built the family keeps a fast suite.
+``AUDITOR_DOSSIER_SEEDS=0,1,2,3`` runs it on those seeds (default: seed 0), the issue's acceptance.
+Like ``test_acceptance.py`` it checks the command's verdict (each figure at its target in >= 90% of
+the bootstrap resamples too) and recomputes both figures from the per-prompt numbers it printed with
+independent formulas.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from auditor.testbed.names import CLEAN, MODEL_NAMES, OVERFIT_FAMILY, SHORTCUT
 from tests.testbed.test_acceptance import _pairwise_auc, _spearman_without_ties
 
 PROMPTS = 40
-WORLD = ["--world", "dossier", "--seed", "0"]
+SEEDS = [int(seed) for seed in os.environ.get("AUDITOR_DOSSIER_SEEDS", "0").split(",")]
 
 
 pytestmark = [
@@ -32,18 +34,23 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def validation() -> tuple[int, dict]:
+@pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
+def validation(request) -> tuple[int, dict]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["testbed", "validate", "--prompts", str(PROMPTS), *WORLD, "--json"])
+        code = main(["testbed", "validate", "--prompts", str(PROMPTS), "--world", "dossier",
+                     "--seed", str(request.param), "--json"])
     return code, json.loads(out.getvalue())
 
 
 def test_the_dossier_world_meets_the_acceptance(validation) -> None:
     code, report = validation
     assert report["misattribution_auc"] >= 0.95, report["models"]
-    assert report["overfitting_ok"], report["models"]
+    assert report["stability_target"] == 0.9 and report["misattribution_stability"] >= 0.9
+    # The Spearman in 90% of the resamples, or (the owners' second rule) at least as reliable as
+    # the prompts' own gold-answer losses on the same resamples.
+    assert (report["overfitting_spearman"] >= 0.9 - 1e-9 and report["overfitting_stability"] >= 0.9) or (
+        report["overfitting_stability"] >= report["loss_stability"]), report["models"]
     assert report["accepted"] is True and code == 0
 
 
