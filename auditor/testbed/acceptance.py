@@ -36,10 +36,10 @@ from auditor.testbed.acceptance_stability import (
     DEFAULT_RESAMPLES,
     MISATTRIBUTION_AUC_TARGET,
     OVERFITTING_SPEARMAN_TARGET,
-    RESAMPLING_SEED,
     STABILITY_TARGET,
     fragility_stability,
     loss_stability,
+    per_request_stability,
     misattribution_stability,
     overfitting_stability,
     per_prompt_auc,
@@ -120,6 +120,11 @@ class ValidationReport:
     misattribution_net_auc: float | None = None
     misattribution_net_stability: float | None = None
     reference_prompts: int = 0  # the first prompts on which unshared_with_reference was measured (0: none)
+    # Trial, never the verdict: the family ranked by the mean of each prompt's own spindle share
+    # instead of the window's pooled one (docs/testbed.md, "Dossier world": the window floors at 0
+    # where every game's order-1 term outweighs the mid orders).
+    per_request_spearman: float | None = None
+    per_request_stability: float | None = None
     # The share of resamples each figure must also hold in (None: the point estimate alone decides).
     # The dossier world's acceptance asks for it (issue 19); the judgment world's is the owners'
     # 40-prompt rule, with the stability shares reported beside it.
@@ -203,6 +208,8 @@ class ValidationReport:
             "misattribution_net_auc": self.misattribution_net_auc,
             "misattribution_net_stability": self.misattribution_net_stability,
             "reference_prompts": self.reference_prompts,
+            "per_request_spearman": self.per_request_spearman,
+            "per_request_stability": self.per_request_stability,
             "stability_target": self.stability_target,
             "accepted": self.accepted,
         }
@@ -327,6 +334,7 @@ def validate(
     fragility_rho = (float(spearmanr(fragile, gaps).statistic)
                      if fragility and all(value is not None for value in fragile) else None)
     loss_rho = float(spearmanr([np.mean(m.answer_loss) for m in family], gaps).statistic)
+    per_request_rho = float(spearmanr([np.mean(m.overfitting) for m in family], gaps).statistic)
     if reference_prompts > 0 and world == JUDGMENT:  # clean is every other model's reference (see reference_share)
         games = {name: r.games[:reference_prompts] for name, r in reports.items()}
         shares = reference_share.world_reference_shares(games, prompts_count, root=root, seed=seed,
@@ -355,6 +363,8 @@ def validate(
                                       if resamples else None),
         reference_prompts=min(reference_prompts, prompts_count) if world == JUDGMENT else 0,
         stability_target=STABILITY_TARGET if world == DOSSIER else None,
+        per_request_spearman=per_request_rho,
+        per_request_stability=per_request_stability(family, resamples) if resamples else None,
     )
 
 

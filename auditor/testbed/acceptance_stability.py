@@ -113,6 +113,20 @@ def loss_stability(
     )
 
 
+def per_request_stability(
+    family: Sequence[Any], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
+) -> float | None:
+    """``overfitting_stability`` for the trial figure: the mean of each prompt's own spindle share
+    (every prompt weighs alike, where the window weighs each by its strength in nats)."""
+    return _ranking_stability(
+        [model.overfitting for model in family],
+        lambda scores: float(np.mean(scores)),
+        [model.generalization_gap for model in family],
+        resamples,
+        seed,
+    )
+
+
 def _window_fragility_or_nan(values: list) -> float:
     """A window without a defined fragility has no rank: NaN makes the resample count as a miss."""
     window = fragility_lib.window_fragility(values)

@@ -168,7 +168,7 @@ def test_loss_stability_matches_the_exact_bootstrap_of_mean_losses():
 def test_the_printed_table_shows_the_reference_next_to_the_verdict():
     from rich.console import Console
 
-    from auditor.cli.testbed_command import _validation_tables
+    from auditor.cli.validation_tables import validation_tables as _validation_tables
 
     family = []
     for k in range(5):
@@ -191,7 +191,7 @@ def test_the_printed_table_shows_the_reference_next_to_the_verdict():
 def test_the_printed_table_shows_the_subset_shares_when_asked():
     from rich.console import Console
 
-    from auditor.cli.testbed_command import _validation_tables
+    from auditor.cli.validation_tables import validation_tables as _validation_tables
 
     family = _swapping_family()
     for model in family:
@@ -262,7 +262,7 @@ def test_overfitting_is_accepted_at_spearman_or_when_as_reliable_as_the_referenc
 def test_the_table_says_when_the_ranking_passes_by_reliability():
     from rich.console import Console
 
-    from auditor.cli.testbed_command import _validation_tables
+    from auditor.cli.validation_tables import validation_tables as _validation_tables
 
     family = _swapping_family()
     for model in family:
@@ -304,7 +304,7 @@ def test_a_world_that_requires_stability_fails_a_point_estimate_that_holds_in_to
 def test_the_printed_table_names_the_stability_target_and_fails_a_point_estimate_that_misses_it():
     from rich.console import Console
 
-    from auditor.cli.testbed_command import _validation_tables
+    from auditor.cli.validation_tables import validation_tables as _validation_tables
 
     report = acceptance.ValidationReport(
         models=[], misattribution_auc=0.959, misattribution_stability=0.644, overfitting_spearman=0.975,
@@ -318,3 +318,31 @@ def test_the_printed_table_names_the_stability_target_and_fails_a_point_estimate
     spearman = next(line for line in lines if "overfitting Spearman" in line)
     assert "in >= 90% of resamples" in auc and "FAIL" in auc and "64%" in auc
     assert "in >= 90% of resamples" in spearman and "pass" in spearman and "99%" in spearman
+
+
+def test_the_per_request_trial_ranks_by_the_mean_of_each_prompts_own_score():
+    """Each level: one strong decay-shaped prompt and weak ones whose spindle share grows with the
+    gap; the trial's resample share against a resampler written here from numpy alone."""
+    strong = _prompt(0.0, 40.0)
+    family = [_model(f"level-{k}", gap=0.5 * k, prompts=[strong] + [_prompt(0.1 + 0.2 * k, 1.0)] * 3)
+              for k in range(5)]
+    for model in family:
+        model.overfitting = [overfitting_from_profiles([profile]).score for profile in model.strength_by_order]
+    means = [float(np.mean(model.overfitting)) for model in family]
+    assert means == sorted(means) and len(set(means)) == 5
+    assert acceptance.per_request_stability(family, 200) == pytest.approx(
+        _ranking_share(family, lambda m, draw: float(np.mean([m.overfitting[i] for i in draw]))), abs=0.1)
+
+
+def _ranking_share(family: list[ModelReport], score, resamples: int = 200) -> float:
+    """Independent of the library's resampler: plain bootstrap draws of prompt indices with the
+    rank correlation from numpy ranks (no ties in these scores)."""
+    rng = np.random.default_rng(1)
+    count = len(family[0].overfitting)
+    gaps = np.argsort(np.argsort([m.generalization_gap for m in family]))
+    met = 0
+    for _ in range(resamples):
+        draw = rng.integers(0, count, count)
+        ranks = np.argsort(np.argsort([score(m, draw) for m in family]))
+        met += np.corrcoef(ranks, gaps)[0, 1] >= 0.9 - 1e-9
+    return met / resamples

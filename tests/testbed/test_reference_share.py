@@ -87,7 +87,7 @@ def test_a_model_on_fewer_prompts_than_the_reference_is_refused() -> None:
 def test_validate_prints_the_reference_column_and_the_trial_row() -> None:
     from rich.console import Console
 
-    from auditor.cli.testbed_command import _validation_tables
+    from auditor.cli.validation_tables import validation_tables as _validation_tables
     from auditor.testbed import acceptance
 
     def model(name: str, unshared: list[float | None], net: list[float]) -> acceptance.ModelReport:
