@@ -8,23 +8,19 @@ whose every figure is distinct, and the all-terms cancellation against a hand-co
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def claims():
-    spec = importlib.util.spec_from_file_location("docs_claims", REPO / "docs" / "claims.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/claims.py", "docs_claims")
 
 
 def _model(salient: float, lo: int, hi: int, mis: float, net: float, canc: float, canc_all: float) -> dict:

@@ -4,23 +4,19 @@ figures, and the per-file trial is recomputed from its per-prompt numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def dossier():
-    spec = importlib.util.spec_from_file_location("docs_dossier_tables", REPO / "docs" / "dossier_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/dossier_tables.py", "docs_dossier_tables")
 
 
 def test_every_marked_table_of_the_page_is_the_rendering_of_the_kept_runs(dossier) -> None:

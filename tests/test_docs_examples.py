@@ -6,7 +6,6 @@ a real server included, in the slow run (CI). What "the same" means across CPUs:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
@@ -16,15 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _examples_module():
-    spec = importlib.util.spec_from_file_location("docs_examples", REPO / "docs" / "examples.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/examples.py", "docs_examples")
 
 
 def test_the_shown_outputs_are_what_the_commands_print() -> None:

@@ -75,27 +75,15 @@ def overfitting_stability(
     counts as a miss. With ``size``, each draw is instead a random subset of that many prompts
     (without replacement): the share estimates how often a validation on ``size`` prompts meets it.
     """
-    return _ranking_stability(
-        [model.strength_by_order for model in family],
-        lambda profiles: overfitting_from_profiles(profiles).score,
-        [model.generalization_gap for model in family],
-        resamples,
-        seed,
-        size,
-    )
+    return _family_stability(family, "strength_by_order", lambda profiles: overfitting_from_profiles(profiles).score,
+                             resamples, seed, size)
 
 
 def fragility_stability(
     family: Sequence[Any], resamples: int = DEFAULT_RESAMPLES, seed: int = RESAMPLING_SEED
 ) -> float | None:
     """``overfitting_stability`` for the window fragility (median over the resampled prompts)."""
-    return _ranking_stability(
-        [model.fragility for model in family],
-        _window_fragility_or_nan,
-        [model.generalization_gap for model in family],
-        resamples,
-        seed,
-    )
+    return _family_stability(family, "fragility", _window_fragility_or_nan, resamples, seed)
 
 
 def loss_stability(
@@ -103,14 +91,7 @@ def loss_stability(
     size: int | None = None,
 ) -> float | None:
     """``overfitting_stability`` for the reference: the mean gold-answer loss of the resampled prompts."""
-    return _ranking_stability(
-        [model.answer_loss for model in family],
-        lambda losses: float(np.mean(losses)),
-        [model.generalization_gap for model in family],
-        resamples,
-        seed,
-        size,
-    )
+    return _family_stability(family, "answer_loss", _mean, resamples, seed, size)
 
 
 def per_request_stability(
@@ -118,13 +99,20 @@ def per_request_stability(
 ) -> float | None:
     """``overfitting_stability`` for the trial figure: the mean of each prompt's own spindle share
     (every prompt weighs alike, where the window weighs each by its strength in nats)."""
-    return _ranking_stability(
-        [model.overfitting for model in family],
-        lambda scores: float(np.mean(scores)),
-        [model.generalization_gap for model in family],
-        resamples,
-        seed,
-    )
+    return _family_stability(family, "overfitting", _mean, resamples, seed)
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values))
+
+
+def _family_stability(
+    family: Sequence[Any], per_prompt: str, window: Callable[[list], float], resamples: int, seed: int,
+    size: int | None = None,
+) -> float | None:
+    """``_ranking_stability`` of the family's per-prompt ``per_prompt`` lists against its gaps."""
+    return _ranking_stability([getattr(model, per_prompt) for model in family], window,
+                              [model.generalization_gap for model in family], resamples, seed, size)
 
 
 def _window_fragility_or_nan(values: list) -> float:
