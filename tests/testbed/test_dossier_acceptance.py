@@ -21,7 +21,7 @@ import pytest
 
 from auditor.cli import main
 from auditor.testbed.names import CLEAN, MODEL_NAMES, OVERFIT_FAMILY, SHORTCUT
-from tests.testbed.test_acceptance import _pairwise_auc, _spearman_without_ties
+from tests.testbed.test_acceptance import _pairwise_auc
 
 PROMPTS = 40
 SEEDS = [int(seed) for seed in os.environ.get("AUDITOR_DOSSIER_SEEDS", "0").split(",")]
@@ -32,6 +32,19 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("AUDITOR_DOSSIER_ACCEPTANCE") != "1",
                        reason="the dossier acceptance takes tens of minutes: set AUDITOR_DOSSIER_ACCEPTANCE=1"),
 ]
+
+
+def _average_ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, tied values sharing the mean of their ranks (passage-level window scores tie at 0)."""
+    return [sum(1 for w in values if w < v) + (sum(1 for w in values if w == v) + 1) / 2 for v in values]
+
+
+def _spearman_with_ties(x: list[float], y: list[float]) -> float:
+    """Pearson's correlation of the average ranks, written out (the definition scipy implements)."""
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
 
 
 @pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
@@ -63,7 +76,7 @@ def test_dossier_figures_recomputed_from_the_printed_numbers(validation) -> None
     rows = {row["model"]: row for row in report["models"]}
     scores = [rows[name]["overfitting"] for name in OVERFIT_FAMILY]
     gaps = [rows[name]["generalization_gap"] for name in OVERFIT_FAMILY]
-    assert _spearman_without_ties(scores, gaps) == pytest.approx(report["overfitting_spearman"], abs=1e-9)
+    assert _spearman_with_ties(scores, gaps) == pytest.approx(report["overfitting_spearman"], abs=1e-9)
     for name in MODEL_NAMES:
         assert rows[name]["prompts"] == PROMPTS
         # passage players: one strength per order 1..n, n = 6..10 passages
