@@ -35,6 +35,9 @@ FINAL, BEFORE = "act-absent", "absent"  # the recipes' suffixes: dossier-2026-12
 
 def summarise(validation: dict[str, Any], build: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the tables need from one run, with the verdict and the trial recomputed."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
     from auditor.testbed import acceptance
 
     per_prompt = validation["per_prompt"]
@@ -46,9 +49,6 @@ def summarise(validation: dict[str, Any], build: dict[str, Any] | None = None) -
                                         generalization_gap=row["generalization_gap"])
         report.overfitting = per_prompt[name]["overfitting"]
         family.append(report)
-    import numpy as np
-    from scipy.stats import spearmanr
-
     gaps = [m.generalization_gap for m in family]
     per_request = float(spearmanr([np.mean(m.overfitting) for m in family], gaps).statistic)
     figures = {key: validation[key] for key in (

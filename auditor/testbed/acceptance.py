@@ -6,10 +6,12 @@ Two claims are checked, each against ground truth the generator and the trainer 
 - the overfitting score ranks the overfit family by its measured generalization gap (Spearman).
 Each model is audited as production would audit it: on the answer it actually gave.
 
-Next to them, for comparison and never part of the verdict: each figure's stability under
-bootstrap resampling of the prompts; the fragility of the family's games under parameter noise
-(``auditor.metrics.fragility``), an experimental overfitting figure ranked against the same gaps; and the
-reference ranking of the audited prompts' own gold-answer losses. The gap is a held-out loss, so
+Next to them: each figure's stability under bootstrap resampling of the prompts (part of the
+verdict only in the dossier world, whose acceptance asks for >= 90%: ``acceptance_stability``); and,
+for comparison and never part of the verdict: the fragility of the family's games under parameter
+noise (``auditor.metrics.fragility``), an experimental overfitting figure ranked against the same
+gaps; the trials (the cancellation-aware misattribution, the mean of per-prompt overfitting scores);
+and the reference ranking of the audited prompts' own gold-answer losses. The gap is a held-out loss, so
 those losses are the most direct evidence of it the sample holds: where even they fail to order
 the family, the prompts do not carry the ordering, whatever the estimator.
 """
