@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
-import pytest
+from tests.tools import unavailable
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -32,11 +32,8 @@ def server_url() -> str:
         with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
             conn.execute("SELECT 1")
     except Exception as error:  # noqa: BLE001 - any failure means: no server for these tests
-        message = (f"no PostgreSQL server answers at {url} ({type(error).__name__}); set AUDITOR_TEST_POSTGRES_URL "
-                   "or run bash .ci/run, which starts one")
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run this test", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"no PostgreSQL server answers at {url} ({type(error).__name__}); set AUDITOR_TEST_POSTGRES_URL "
+                    "or run bash .ci/run, which starts one")
     return url
 
 
@@ -187,7 +184,7 @@ class ThrowawayCluster:
                 pw = pwd.getpwnam("postgres")
             except KeyError:
                 shutil.rmtree(self.dir, ignore_errors=True)
-                _unavailable("running as root and there is no user 'postgres' to run initdb as")
+                unavailable("running as root and there is no user 'postgres' to run initdb as")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
         result = subprocess.run([*self._as, os.path.join(bindir, "initdb"), "-D", self.data, "-U", "postgres",
@@ -248,12 +245,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; CI must run this test", pytrace=False)
-    pytest.skip(message)
-
-
 def postgres_bindir() -> str:
     """The directory of ``initdb`` and ``pg_ctl`` (the newest Debian cluster version, else PATH);
     skip locally, fail under ``CI``, when there is none."""
@@ -267,7 +258,7 @@ def postgres_bindir() -> str:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     initdb = candidates[-1] if candidates else shutil.which("initdb")
     if not initdb or not shutil.which("pg_ctl", path=os.path.dirname(initdb)):
-        _unavailable("initdb/pg_ctl not found: install PostgreSQL's server (apt-get install postgresql)")
+        unavailable("initdb/pg_ctl not found: install PostgreSQL's server (apt-get install postgresql)")
     return os.path.dirname(initdb or "")
 
 
